@@ -1,0 +1,43 @@
+"""What the Keras 3 and tf_keras loss classes share.
+
+Both wrappers are thin: ``call`` forwards to a functional loss
+``fn(logits, labels, **params)``; the base ``Loss.__call__`` of each Keras
+handles dtype, masks and reduction. Two things Keras does not do for us:
+
+* ``sample_weight`` of shape ``[B]`` next to an element-wise ``[B, C]`` loss
+  would broadcast along the wrong axis (Keras only expands it when ``C == 1``),
+  so it is expanded to ``[B, 1]`` here; ``[B, C]`` weights pass through and
+  give per-label weights (0 masks a missing label).
+* NumPy per-class parameters must become lists in ``get_config``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+
+def expand_sample_weight(sample_weight, y_pred):
+    """Give ``[B]``-shaped weights a trailing axis to match ``[B, C]`` losses."""
+    if sample_weight is None:
+        return None
+    sample_weight = tf.convert_to_tensor(sample_weight)
+    pred_rank = tf.convert_to_tensor(y_pred).shape.rank
+    if (
+        pred_rank is not None
+        and sample_weight.shape.rank is not None
+        and sample_weight.shape.rank == pred_rank - 1
+    ):
+        sample_weight = tf.expand_dims(sample_weight, -1)
+    return sample_weight
+
+
+def to_config(value):
+    """A JSON-friendly form of a loss parameter."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return value.numpy().tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
