@@ -19,11 +19,15 @@ _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 _LABEL_DTYPES = _FLOAT_DTYPES + (tf.bool, tf.int8, tf.uint8, tf.int16, tf.int32, tf.int64)
 
 
-def invalid(name: str, expected: str, received) -> ValueError:
-    """The package's one error format, copied from Keras ``loss.py``."""
+def invalid(name: str, expected: str, received, *, describe: bool = False) -> ValueError:
+    """The package's one error format, copied from Keras ``loss.py``.
+
+    ``received`` is the user's value (shown with ``repr``) or, with
+    ``describe=True``, a description of it such as "vector of length 2".
+    """
+    shown = received if describe else repr(received)
     return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={received!r}"
+        f"Invalid value for argument `{name}`. Expected {expected}. Received: {name}={shown}"
     )
 
 
@@ -93,7 +97,8 @@ def check_class_vector(name: str, value, *, lo: float = 0.0, hi: float | None = 
         i = int(np.flatnonzero(bad.ravel())[0])
         raise invalid(
             name, f"every entry {_range_text(lo, hi)}",
-            f"array with entry {arr.ravel()[i]!r} at flat index {i}"
+            f"array with entry {float(arr.ravel()[i])!r} at flat index {i}",
+            describe=True,
         )
     return arr
 
@@ -113,6 +118,7 @@ def check_class_length(name: str, value, num_classes) -> None:
                 f"a scalar or a vector of length {num_classes} (the last "
                 "dimension of `logits`)",
                 f"vector of length {value.shape[0]}",
+                describe=True,
             )
 
 
@@ -126,7 +132,7 @@ def convert_logits(logits, name: str = "logits") -> tf.Tensor:
             f"{logits.dtype.name}"
         )
     if logits.shape.rank == 0:
-        raise invalid(name, "a tensor of rank >= 1, shaped [..., C]", "a scalar (rank 0)")
+        raise invalid(name, "a tensor of rank >= 1, shaped [..., C]", "a scalar (rank 0)", describe=True)
     return logits
 
 
@@ -139,7 +145,7 @@ def convert_labels(labels, logits: tf.Tensor, name: str = "labels") -> tf.Tensor
             f"a floating dtype. Received: {name}.dtype={labels.dtype.name}"
         )
     if labels.shape.rank == 0:
-        raise invalid(name, "a tensor of rank >= 1, shaped like `logits`", "a scalar (rank 0)")
+        raise invalid(name, "a tensor of rank >= 1, shaped like `logits`", "a scalar (rank 0)", describe=True)
     check_broadcast(name, labels.shape, logits.shape)
     return tf.cast(labels, compute_dtype(logits.dtype))
 
@@ -150,7 +156,7 @@ def check_broadcast(name: str, shape, logits_shape) -> None:
     except ValueError:
         raise invalid(
             name, f"a shape that broadcasts with logits.shape={tuple(logits_shape)}",
-            f"shape {tuple(tf.TensorShape(shape))}",
+            f"shape {tuple(tf.TensorShape(shape))}", describe=True,
         ) from None
 
 

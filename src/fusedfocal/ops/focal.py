@@ -162,7 +162,7 @@ def sigmoid_focal_loss(
     >>> loss = fusedfocal.sigmoid_focal_loss(
     ...     np.array([[-30.0, 2.0]], np.float32), np.array([[1, 0]]), gamma=2.0)
     >>> np.round(loss.numpy(), 4)
-    array([[30.    ,  1.7249]], dtype=float32)
+    array([[30.    ,  1.6501]], dtype=float32)
     """
     gamma = v.check_nonnegative_float("gamma", gamma)
     label_smoothing = v.check_unit_interval("label_smoothing", label_smoothing, closed_right=False)
@@ -186,12 +186,12 @@ def _check_result_shape(labels_shape, logits_shape):
     if out.rank is not None and logits_shape.rank is not None and out.rank > logits_shape.rank:
         raise v.invalid(
             "labels", f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
-            f"shape {tuple(labels_shape)}",
+            f"shape {tuple(labels_shape)}", describe=True,
         )
     if not out.is_compatible_with(logits_shape):
         raise v.invalid(
             "labels", f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
-            f"shape {tuple(labels_shape)}",
+            f"shape {tuple(labels_shape)}", describe=True,
         )
 
 
