@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine with Python 3.11 and the package index:
+#   bash scripts/dev.sh demo [fusedfocal compare flags]   set up, then run the main job
+#   bash scripts/dev.sh test [pytest args]                set up, then run the tests
+# Set-up: creates .venv at the repository root if missing, installs the package
+# with its dev and plot extras (skipped when pyproject.toml is unchanged since
+# the last install), and builds the optional native CPU op (a failed build
+# falls back to the XLA path; it never fails the set-up).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+cmd="${1:-}"
+case "$cmd" in
+  demo|test) shift ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test} [args...]" >&2; exit 2 ;;
+esac
+
+python_bin="${PYTHON:-python3.11}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[dev.sh] creating .venv with $python_bin"
+  "$python_bin" -m venv .venv
+fi
+stamp=.venv/.fusedfocal-install-stamp
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[dev.sh] installing fusedfocal[dev,plots] into .venv"
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev,plots]'
+  echo "$want" > "$stamp"
+fi
+if [ -f scripts/build_kernels.py ]; then
+  .venv/bin/python scripts/build_kernels.py --optional || true
+fi
+
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+case "$cmd" in
+  demo)
+    exec .venv/bin/fusedfocal compare "$@"
+    ;;
+  test)
+    set +e
+    .venv/bin/python -m pytest -q "$@"
+    rc=$?
+    set -e
+    if [ "$rc" -eq 5 ]; then
+      echo "[dev.sh] pytest collected no tests: failing" >&2
+      exit 1
+    fi
+    exit "$rc"
+    ;;
+esac
