@@ -10,3 +10,54 @@ from fusedfocal.keras import SigmoidFocalLoss
 from fusedfocal.ops import sigmoid_focal_loss
 
 __all__ = ["__version__", "sigmoid_focal_loss", "SigmoidFocalLoss"]
+
+# The imbalance loss family (functions in fusedfocal.losses, Keras 3 classes).
+from fusedfocal import losses  # noqa: E402
+from fusedfocal.keras import (  # noqa: E402
+    AsymmetricLoss,
+    BCELoss,
+    CategoricalFocalLoss,
+    ClassBalancedFocalLoss,
+    DiceLoss,
+    DistributionBalancedLoss,
+    LogCoshLoss,
+    LogitAdjustedBCELoss,
+    Poly1FocalLoss,
+    SparseCategoricalFocalLoss,
+    SquaredHingeLoss,
+    TverskyLoss,
+    WeightedBCELoss,
+)
+from fusedfocal.losses import (  # noqa: E402
+    asymmetric_loss,
+    binary_crossentropy,
+    categorical_focal_loss,
+    class_balanced_focal_loss,
+    class_balanced_weights,
+    class_counts_from_dataset,
+    class_counts_from_labels,
+    dice_loss,
+    distribution_balanced_loss,
+    log_cosh_loss,
+    logit_adjusted_bce,
+    poly1_focal_loss,
+    prior_bias_initializer,
+    prior_logit_bias,
+    priors_from_counts,
+    sparse_categorical_focal_loss,
+    squared_hinge_loss,
+    tversky_loss,
+    weighted_binary_crossentropy,
+)
+
+__all__ += [
+    "losses",
+    "asymmetric_loss", "binary_crossentropy", "categorical_focal_loss", "class_balanced_focal_loss",
+    "class_balanced_weights", "class_counts_from_dataset", "class_counts_from_labels", "dice_loss",
+    "distribution_balanced_loss", "log_cosh_loss", "logit_adjusted_bce", "poly1_focal_loss",
+    "prior_bias_initializer", "prior_logit_bias", "priors_from_counts", "sparse_categorical_focal_loss",
+    "squared_hinge_loss", "tversky_loss", "weighted_binary_crossentropy",
+    "AsymmetricLoss", "BCELoss", "CategoricalFocalLoss", "ClassBalancedFocalLoss", "DiceLoss",
+    "DistributionBalancedLoss", "LogCoshLoss", "LogitAdjustedBCELoss", "Poly1FocalLoss",
+    "SparseCategoricalFocalLoss", "SquaredHingeLoss", "TverskyLoss", "WeightedBCELoss",
+]
