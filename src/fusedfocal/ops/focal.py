@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from fusedfocal.ops import _validation as v
+from fusedfocal.ops import native
 
 __all__ = ["sigmoid_focal_loss", "focal_loss_and_grad"]
 
@@ -46,9 +47,21 @@ def focal_loss_and_grad(x, y, alpha_t, gamma: float):
     t = tf.exp(-ax)
     nonneg = x >= 0
     u = tf.where(nonneg, one - y, y)
-    log1p_t = tf.math.log1p(t)
+    w = one + t
+    inv_1pt = tf.math.reciprocal(w)
+    from tensorflow.python.framework import ops as _ops
+    from tensorflow.python.ops import control_flow_util as _cfu
+
+    if _cfu.GraphOrParentsInXlaContext(_ops.get_default_graph()):
+        # log1p(t) as log(w) plus the rounding error of w = fl(1 + t), exact
+        # (Sterbenz) for t in [0, 1]: log(w + e) = log(w) + e/w + O(e^2). As
+        # accurate as log1p and cheaper under XLA CPU, whose log1p costs about
+        # 1.7x its log (benchmarks/NOTES.md). XLA only: Grappler's arithmetic
+        # optimizer folds t - ((1 + t) - 1) to 0 in tf.function graphs.
+        log1p_t = tf.math.log(w) + (t - (w - one)) * inv_1pt
+    else:
+        log1p_t = tf.math.log1p(t)
     ce = u * ax + log1p_t
-    inv_1pt = tf.math.reciprocal(one + t)
     sig_neg = t * inv_1pt  # sigmoid(-|x|)
     g = u - sig_neg  # sign(x) * (sigmoid(x) - y)
     if gamma == 0.0:
@@ -95,6 +108,7 @@ def sigmoid_focal_loss(
     reduction: str = "none",
     check_labels: bool = False,
     name: str | None = None,
+    implementation: str = "auto",
 ):
     r"""Sigmoid focal loss computed from logits, with an analytic gradient.
 
@@ -144,6 +158,10 @@ def sigmoid_focal_loss(
         ``"mean"`` of an empty batch is 0.
       check_labels: add a run-time assertion that labels are in ``[0, 1]``.
       name: optional name scope.
+      implementation: ``"auto"`` (default), ``"xla"`` or ``"native"``; see
+        ``fusedfocal.ops.native`` (``$FUSEDFOCAL_IMPLEMENTATION`` overrides
+        ``"auto"``). The native op is used only when built, and never inside
+        an XLA-compiled function.
 
     Returns:
       The loss, shaped like ``logits`` for ``reduction="none"``, else a
@@ -168,6 +186,7 @@ def sigmoid_focal_loss(
     label_smoothing = v.check_unit_interval("label_smoothing", label_smoothing, closed_right=False)
     reduction = v.check_reduction(reduction)
     alpha = v.check_class_vector("alpha", alpha)
+    implementation = native.check_implementation(implementation)
     with tf.name_scope(name or "sigmoid_focal_loss"):
         logits = v.convert_logits(logits)
         num_classes = logits.shape[-1]
@@ -178,6 +197,9 @@ def sigmoid_focal_loss(
         _check_result_shape(labels.shape, logits.shape)
         deps = v.assert_labels_in_unit_interval(labels) if check_labels else []
         with tf.control_dependencies(deps):
+            if native.use_native(implementation, logits, alpha):
+                return native.native_focal_loss(
+                    logits, labels, alpha, gamma, label_smoothing, reduction)
             return _fused(logits, labels, alpha, gamma, label_smoothing, reduction)
 
 
@@ -202,11 +224,31 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
     @tf.custom_gradient
     def forward(x_in):
         x = tf.cast(x_in, cdtype)
-        y = tf.broadcast_to(labels, tf.shape(x))
+        same_shape = labels.shape.is_fully_defined() and labels.shape == x.shape
+        y = labels if same_shape else tf.broadcast_to(labels, tf.shape(x))
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
         a = alpha if isinstance(alpha, float) else alpha_tensor
-        loss, grad = focal_loss_and_grad(x, y, _alpha_t(a, y, None), gamma)
+        alpha_t = _alpha_t(a, y, None)
+        loss, grad = focal_loss_and_grad(x, y, alpha_t, gamma)
+        # Under XLA the loss and the gradient share exp, log and the
+        # reciprocal, which XLA CPU will not duplicate into two fusions: it
+        # writes each out as a full-size tensor (8 fusions, 5 logits-sized
+        # buffers). Computing the loss from an optimization-barrier alias of
+        # x stops CSE from merging the two, so each output is one loop fusion
+        # straight from (x, y): 2 buffers, fewer bytes moved, same rounding.
+        # Outside XLA the shared graph is cheaper, so it is kept there.
+        from tensorflow.python.framework import ops as _ops
+        from tensorflow.python.ops import control_flow_util as _cfu
+
+        if _cfu.GraphOrParentsInXlaContext(_ops.get_default_graph()):
+            try:
+                from tensorflow.compiler.tf2xla.python import xla as _tfxla
+            except ImportError:  # pragma: no cover - private module moved
+                _tfxla = None
+            if _tfxla is not None:
+                (x_alias,) = _tfxla.optimization_barrier(x)
+                loss, _ = focal_loss_and_grad(x_alias, y, alpha_t, gamma)
         if reduction == "mean":
             scale = tf.math.divide_no_nan(tf.ones([], cdtype), tf.cast(tf.size(x), cdtype))
             grad = grad * scale

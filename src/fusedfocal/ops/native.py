@@ -1,0 +1,218 @@
+"""Loader and dispatch for the native fused focal op (``_fused_focal_ops.so``).
+
+The library is built by ``python scripts/build_kernels.py`` (sources in
+``kernels/``). :func:`sigmoid_focal_loss` in ``focal.py`` asks :func:`use_native`
+which path to take, then calls :func:`native_focal_loss`.
+
+Dispatch rules (``implementation=`` keyword, else ``$FUSEDFOCAL_IMPLEMENTATION``,
+else ``"auto"``):
+
+* ``"xla"``: always the pure-TensorFlow path.
+* ``"auto"``: the native op when the library loads, the call is not traced
+  inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras
+  ``jit_compile=True``, TPU), logits are float16/bfloat16/float32, ``alpha``
+  is None, a scalar or a ``[C]`` vector, and no GPU is visible unless the
+  library has a GPU kernel. Otherwise XLA, silently (a library that was
+  simply never built is the normal pip install).
+* ``"native"``: as ``"auto"``, but every reason to fall back is reported
+  with one ``RuntimeWarning`` (once per reason per process).
+
+A library file that exists but fails to load (e.g. built against another
+TensorFlow) always warns once, with the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from fusedfocal.ops import _validation as v
+
+__all__ = ["IMPLEMENTATIONS", "ENV_VAR", "library_path", "load", "use_native",
+           "native_focal_loss", "in_xla_context", "reset"]
+
+IMPLEMENTATIONS = ("auto", "xla", "native")
+ENV_VAR = "FUSEDFOCAL_IMPLEMENTATION"
+LIBRARY_NAME = "_fused_focal_ops.so"
+BUILD_HINT = "run `python scripts/build_kernels.py` (from the fusedfocal source tree)"
+
+_log = logging.getLogger("fusedfocal")
+_NATIVE_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
+# Where the library is looked for: $FUSEDFOCAL_NATIVE_LIBRARY, else beside
+# this module (tests monkeypatch this attribute).
+library_path = os.environ.get("FUSEDFOCAL_NATIVE_LIBRARY") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
+
+_state: dict = {}
+_warned: set = set()
+
+
+def reset() -> None:
+    """Forget the loaded library and the warnings already given (tests)."""
+    _state.clear()
+    _warned.clear()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=5)
+
+
+def check_implementation(implementation) -> str:
+    """Validates the keyword, then applies ``$FUSEDFOCAL_IMPLEMENTATION``."""
+    if implementation not in IMPLEMENTATIONS:
+        raise v.invalid("implementation", f"one of {set(IMPLEMENTATIONS)}", implementation)
+    if implementation != "auto":
+        return implementation
+    env = os.environ.get(ENV_VAR, "").strip().lower()
+    if not env:
+        return "auto"
+    if env not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"Invalid value for environment variable `{ENV_VAR}`. Expected one of "
+            f"{set(IMPLEMENTATIONS)}. Received: {ENV_VAR}={env!r}")
+    return env
+
+
+def load(explicit: bool = False):
+    """The op module, or None. Warns (once) as described in the module doc."""
+    if "ops" not in _state:
+        path = library_path
+        ops, error = None, None
+        if os.path.exists(path):
+            try:
+                ops = tf.load_op_library(path)
+            except (tf.errors.NotFoundError, OSError) as e:
+                error = f"{path} exists but failed to load: {e}"
+        _state["ops"] = ops
+        _state["error"] = error
+        _state["missing"] = ops is None and error is None
+        _state["gpu_kernel"] = ops is not None and _has_gpu_kernel()
+    if _state["error"]:
+        _warn_once("load", f"fusedfocal: the native focal loss op is unavailable: "
+                           f"{_state['error']}. Falling back to the XLA path. To fix it, "
+                           f"{BUILD_HINT} against the installed TensorFlow.")
+    elif _state["missing"]:
+        if explicit:
+            _warn_once("missing", f"fusedfocal: implementation='native' was requested but "
+                                  f"the native op library {library_path} is not built. "
+                                  f"Falling back to the XLA path. To fix it, {BUILD_HINT}.")
+        elif "missing_logged" not in _state:
+            _state["missing_logged"] = True
+            _log.debug("fusedfocal: %s not built; using the XLA path", library_path)
+    return _state["ops"]
+
+
+def _has_gpu_kernel() -> bool:
+    try:
+        from tensorflow.python.framework import kernels
+
+        found = kernels.get_registered_kernels_for_op("FusedFocalLossGrad")
+        return any(k.device_type == "GPU" for k in found.kernel)
+    except Exception:  # noqa: BLE001 - private API; assume CPU only
+        return False
+
+
+def in_xla_context() -> bool:
+    """True while tracing inside an XLA-compiled function (or on TPU)."""
+    if tf.executing_eagerly():
+        return False
+    from tensorflow.python.ops import control_flow_util
+
+    graph = tf.compat.v1.get_default_graph()
+    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+
+
+def _alpha_tensor(alpha, num_classes):
+    """alpha as float32 [0] (none), [] or [C]; None if the op can't take it."""
+    if alpha is None:
+        return tf.zeros([0], tf.float32)
+    if isinstance(alpha, float):
+        return tf.constant(alpha, tf.float32)
+    shape = tf.TensorShape(alpha.shape)
+    if shape.rank is None:
+        return None
+    if shape.rank == 0:
+        return tf.cast(alpha, tf.float32)
+    dims = shape.as_list()
+    if any(d != 1 for d in dims[:-1]) or dims[-1] is None:
+        return None
+    if num_classes is None or dims[-1] not in (1, num_classes):
+        return None
+    return tf.reshape(tf.cast(alpha, tf.float32), [-1])
+
+
+def use_native(implementation: str, logits, alpha) -> bool:
+    """Whether this call runs on the native op (see the module doc)."""
+    if implementation == "xla":
+        return False
+    explicit = implementation == "native"
+    if load(explicit) is None:
+        return False
+
+    def no(key, why):
+        if explicit:
+            _warn_once(key, f"fusedfocal: implementation='native' cannot be used {why}; "
+                            "using the XLA path.")
+        return False
+
+    if in_xla_context():
+        return no("xla", "inside an XLA-compiled function (jit_compile=True); the native "
+                         "op has no XLA kernel")
+    if logits.dtype not in _NATIVE_DTYPES:
+        return no(f"dtype-{logits.dtype.name}",
+                  f"for {logits.dtype.name} logits (it supports float16, bfloat16, float32)")
+    if isinstance(alpha, np.ndarray) or isinstance(alpha, (tf.Tensor, tf.Variable)):
+        if _alpha_tensor(alpha, logits.shape[-1]) is None:
+            return no("alpha", f"with alpha of shape {tuple(alpha.shape)} (it takes a "
+                               "scalar or a [C] vector)")
+    if not _state["gpu_kernel"] and tf.config.list_logical_devices("GPU"):
+        return no("gpu", "on a machine with a GPU: the library was built without its "
+                         "CUDA kernel")
+    return True
+
+
+def native_focal_loss(logits, labels, alpha, gamma: float, label_smoothing: float,
+                      reduction: str):
+    """The fused op wrapped in ``tf.custom_gradient`` (like ``focal._fused``).
+
+    ``labels`` are float32 (``_validation.convert_labels``) and broadcast to
+    ``logits`` here; labels and alpha get no gradient. The op returns the
+    gradient in the logits dtype (float32 math, one rounding; already divided
+    by the count for ``"mean"``), and the backward pass multiplies it by the
+    upstream gradient in float32 (skipped for a reduced loss when the upstream
+    gradient is exactly 1).
+    """
+    ops = load()
+    alpha_t = _alpha_tensor(alpha, logits.shape[-1])
+    if not labels.shape.is_fully_defined() or labels.shape != logits.shape:
+        labels = tf.broadcast_to(labels, tf.shape(logits))
+
+    @tf.custom_gradient
+    def forward(x):
+        loss, grad = ops.fused_focal_loss_grad(
+            x, labels, alpha_t, gamma=gamma, label_smoothing=label_smoothing,
+            reduction=reduction)
+
+        def scaled(upstream):
+            if x.dtype == tf.float32:
+                return upstream * grad
+            return tf.cast(tf.cast(upstream, tf.float32) * tf.cast(grad, tf.float32), x.dtype)
+
+        def backward(upstream):
+            if reduction == "none":
+                return scaled(upstream)
+            # A reduced loss is usually differentiated directly (upstream 1):
+            # skip the logits-sized multiply, a third of the memory traffic.
+            return tf.cond(tf.equal(upstream, 1.0), lambda: tf.identity(grad),
+                           lambda: scaled(upstream))
+
+        return loss, backward
+
+    return forward(logits)
