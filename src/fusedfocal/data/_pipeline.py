@@ -1,0 +1,336 @@
+"""The tf.data pipeline: texts and label lists in; token ids and multi-hot labels out.
+
+Modelled on Model Garden's ``pretrain_text_dataloader.py``: a dataclass config,
+the tokenizer and the label table built once in ``__init__``, stages
+``_decode`` (texts + label strings -> ragged ids + multi-hot, vectorized over
+a batch), ``_tokenize`` and ``_pack``, and one :meth:`TextPipeline.dataset`
+ending in ``prefetch(AUTOTUNE)``.
+
+Element structure::
+
+    ({"token_ids": int32 [B, T]}, labels float32 [B, C])
+
+``T`` is the longest document of the batch (at most ``max_length``), or
+exactly ``max_length`` with ``fixed_shape=True``. Padding id is 0 (``[PAD]``);
+documents are ``[CLS] pieces... [SEP]`` (ids 2 and 3) unless
+``add_special_tokens=False``. With ``include_text=True`` the features dict
+also holds ``"text"``: tf.string ``[B]``.
+
+Two routes, same elements (checked by the tests):
+
+* ``cache=False``, no buckets: shuffle the raw documents, ``batch``, then
+  tokenize each batch in one vectorized ``map`` (``_decode``: ``_tokenize`` +
+  ``_pack``), parallel, AUTOTUNE.
+* ``cache=True`` or buckets: tokenize ``tokenize_batch_size`` documents per
+  call (``_decode_chunk``), ``unbatch`` into per-document ids padded to
+  ``max_length`` with their lengths, ``cache``, shuffle, ``batch`` (or
+  ``bucket_by_sequence_length``), then ``_trim`` to the longest document.
+  The first epoch is slower than the uncached route, later ones skip
+  tokenization entirely.
+
+Measured on 2 shared CPU cores (Reuters train, max_length 128): tokenizing
+per batch after ``.batch`` runs about 2-3x faster than per document; per-
+element tf.data stages (``unbatch`` + ragged elements + ``padded_batch``)
+cost more than they save, which is why the uncached route avoids them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from fusedfocal.data._config import PipelineConfig
+from fusedfocal.data._labels import LabelVocab, warn_unknown_labels
+from fusedfocal.data._readers import ReadStats, read_records
+from fusedfocal.data._wordpiece import (CLS_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, build_wordpiece_vocab,
+                                        load_vocab, save_vocab)
+
+__all__ = ["TextPipeline"]
+
+AUTOTUNE = tf.data.AUTOTUNE
+WORDPIECE_FILE = "wordpiece_vocab.txt"
+LABELS_FILE = "label_vocab.json"
+
+
+class TextPipeline:
+    """Builds ``tf.data`` datasets of WordPiece ids and multi-hot labels.
+
+    Args:
+      config: A :class:`PipelineConfig`.
+      wordpiece_vocab: WordPiece tokens in id order, starting with
+        ``SPECIAL_TOKENS`` (see :func:`build_wordpiece_vocab`, :func:`load_vocab`).
+      label_vocab: The :class:`LabelVocab` of the training data.
+
+    Attributes:
+      unknown_label_counts: ``collections.Counter`` of label names of the last
+        dataset built that are not in ``label_vocab`` (they are ignored and
+        reported by a warning).
+      read_stats: The :class:`ReadStats` of the last :meth:`dataset_from_files`.
+      num_examples: Documents in the last dataset built (this shard).
+    """
+
+    def __init__(self, config: PipelineConfig, wordpiece_vocab: Sequence[str], label_vocab: LabelVocab):
+        import tensorflow_text as tf_text
+
+        if not isinstance(config, PipelineConfig):
+            raise TypeError(f"Expected `config` to be a PipelineConfig. Received: {type(config).__name__}")
+        tokens = list(wordpiece_vocab)
+        if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+            raise ValueError(
+                f"Invalid value for argument `wordpiece_vocab`. Expected it to start with {list(SPECIAL_TOKENS)}. "
+                f"Received: {tokens[: len(SPECIAL_TOKENS)]}")
+        if len(label_vocab) == 0:
+            raise ValueError("Invalid value for argument `label_vocab`. Expected at least one label. Received: 0")
+        self.config = config
+        self.wordpiece_vocab = tokens
+        self.label_vocab = label_vocab
+        self.unknown_label_counts: collections.Counter = collections.Counter()
+        self.read_stats: ReadStats | None = None
+        self.num_examples: int | None = None
+        # Built once, shared by every dataset (Model Garden style).
+        self._tokenizer = tf_text.FastBertTokenizer(
+            vocab=tokens, token_out_type=tf.int32, unknown_token="[UNK]",
+            lower_case_nfd_strip_accents=config.lower_case)
+        self._label_table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(label_vocab.labels, tf.string), tf.range(len(label_vocab), dtype=tf.int32)),
+            default_value=-1)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_training_data(cls, config: PipelineConfig, texts: Sequence[str],
+                           label_lists: Sequence[Sequence[str]], **wordpiece_kwargs) -> "TextPipeline":
+        """Learns both vocabularies from training data.
+
+        Args:
+          config: Pipeline config (``vocab_size``, ``vocab_sample_size``, ``lower_case``).
+          texts: Training texts.
+          label_lists: Training label lists.
+          **wordpiece_kwargs: Extra arguments of :func:`build_wordpiece_vocab`.
+
+        Returns:
+          A pipeline.
+        """
+        kwargs = {"max_sample": config.vocab_sample_size, "lower_case": config.lower_case,
+                  "seed": config.seed or 0}
+        kwargs.update(wordpiece_kwargs)
+        wordpiece = build_wordpiece_vocab(texts, config.vocab_size, **kwargs)
+        return cls(config, wordpiece, LabelVocab.build(label_lists))
+
+    def save_vocabularies(self, directory: str | os.PathLike) -> Path:
+        """Writes ``wordpiece_vocab.txt`` and ``label_vocab.json`` into ``directory``."""
+        directory = Path(directory)
+        save_vocab(self.wordpiece_vocab, directory / WORDPIECE_FILE)
+        self.label_vocab.save(directory / LABELS_FILE)
+        return directory
+
+    @classmethod
+    def from_directory(cls, config: PipelineConfig, directory: str | os.PathLike) -> "TextPipeline":
+        """Loads the vocabularies written by :meth:`save_vocabularies`."""
+        directory = Path(directory)
+        return cls(config, load_vocab(directory / WORDPIECE_FILE), LabelVocab.load(directory / LABELS_FILE))
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes ``C``."""
+        return len(self.label_vocab)
+
+    # ----------------------------------------------------------------- stages
+    def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+        """tf.string ``[B]`` -> ragged int32 ``[B, (T)]``, truncated, with [CLS]/[SEP]."""
+        ids = self._tokenizer.tokenize(texts)
+        cfg = self.config
+        if cfg.add_special_tokens:
+            ids = ids[:, : cfg.max_length - 2]
+            rows = ids.nrows()
+            cls_col = tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tf.constant(CLS_ID, tf.int32)))
+            sep_col = tf.RaggedTensor.from_tensor(tf.fill([rows, 1], tf.constant(SEP_ID, tf.int32)))
+            ids = tf.concat([cls_col, ids, sep_col], axis=1)
+        else:
+            ids = ids[:, : cfg.max_length]
+        return ids
+
+    def _encode_labels(self, labels: tf.RaggedTensor) -> tf.Tensor:
+        """Ragged tf.string ``[B, (L)]`` -> multi-hot float32 ``[B, C]``; unknown names are dropped."""
+        ids = tf.ragged.map_flat_values(self._label_table.lookup, labels)
+        flat = ids.flat_values
+        known = flat >= 0
+        index = tf.stack([tf.boolean_mask(ids.value_rowids(), known),
+                          tf.cast(tf.boolean_mask(flat, known), tf.int64)], axis=1)
+        shape = tf.stack([ids.nrows(), tf.constant(self.num_labels, tf.int64)])
+        multi_hot = tf.scatter_nd(index, tf.ones_like(index[:, 0], tf.float32), shape)
+        return tf.minimum(multi_hot, 1.0)
+
+    def _pack(self, ids: tf.RaggedTensor) -> tf.Tensor:
+        """Ragged ids -> dense int32 ``[B, T]`` padded with ``PAD_ID``."""
+        if self.config.fixed_shape:
+            return ids.to_tensor(default_value=PAD_ID, shape=[None, self.config.max_length])
+        return ids.to_tensor(default_value=PAD_ID)
+
+    def _decode(self, texts: tf.Tensor, labels: tf.RaggedTensor):
+        """One batch of raw documents -> ``(features, multi_hot)`` (the uncached route)."""
+        token_ids = self._pack(self._tokenize(texts))
+        multi_hot = self._encode_labels(labels)
+        multi_hot.set_shape([texts.shape[0], self.num_labels])
+        if self.config.fixed_shape:  # a static batch size survives drop_remainder
+            token_ids.set_shape([texts.shape[0], self.config.max_length])
+        features = {"token_ids": token_ids}
+        if self.config.include_text:
+            features["text"] = texts
+        return features, multi_hot
+
+    def _decode_chunk(self, texts: tf.Tensor, labels: tf.RaggedTensor):
+        """A chunk of raw documents -> ids padded to ``max_length`` plus lengths (the cached route)."""
+        ids = self._tokenize(texts)
+        features = {"token_ids": ids.to_tensor(default_value=PAD_ID, shape=[None, self.config.max_length]),
+                    "length": tf.cast(ids.row_lengths(), tf.int32)}
+        if self.config.include_text:
+            features["text"] = texts
+        return features, self._encode_labels(labels)
+
+    def _trim(self, features, labels):
+        """Drops the ``length`` feature; cuts ids to the batch's longest document unless ``fixed_shape``."""
+        features = dict(features)
+        lengths = features.pop("length")
+        if not self.config.fixed_shape:
+            features["token_ids"] = features["token_ids"][:, : tf.reduce_max(lengths)]
+        return features, labels
+
+    # ---------------------------------------------------------------- public
+    def tokenize(self, texts) -> tf.Tensor:
+        """Tokenizes texts for prediction, exactly as the datasets do.
+
+        Args:
+          texts: A list of strings, or a tf.string tensor ``[N]`` (a scalar is
+            treated as ``[1]``).
+
+        Returns:
+          int32 ``[N, T]`` token ids, padded with 0 (``T = max_length`` with
+          ``fixed_shape``, else the longest document).
+        """
+        texts = tf.convert_to_tensor(texts, tf.string)
+        if texts.shape.rank == 0:
+            texts = texts[tf.newaxis]
+        return self._pack(self._tokenize(texts))
+
+    def dataset(
+        self,
+        texts: Sequence[str],
+        label_lists: Sequence[Sequence[str]],
+        *,
+        training: bool,
+        input_context: tf.distribute.InputContext | None = None,
+    ) -> tf.data.Dataset:
+        """Builds the dataset of one epoch (call ``.repeat()`` for more).
+
+        Args:
+          texts: Documents.
+          label_lists: One list of label names per document. Names not in the
+            label vocabulary are ignored, counted in
+            :attr:`unknown_label_counts` and reported by a warning.
+          training: Shuffle (seeded by ``config.seed``) and, with
+            ``fixed_shape``, drop the last partial batch. The order is
+            reproducible with a ``seed`` and ``deterministic=True``; with
+            ``deterministic=False`` parallel stages may reorder documents.
+            Evaluation datasets keep the input order (``deterministic`` is
+            forced on), so predictions line up with ``texts``.
+          input_context: From ``strategy.distribute_datasets_from_function``:
+            keep shard ``input_pipeline_id`` of ``num_input_pipelines`` and use
+            ``get_per_replica_batch_size(config.batch_size)``.
+
+        Returns:
+          A ``tf.data.Dataset`` of ``({"token_ids": int32 [B, T]}, float32 [B, C])``.
+        """
+        cfg = self.config
+        texts = list(texts)
+        label_lists = [list(x) for x in label_lists]
+        if len(texts) != len(label_lists):
+            raise ValueError(
+                f"Expected one label list per text. Received: {len(texts)} texts, {len(label_lists)} label lists")
+        if not all(isinstance(t, str) for t in texts):
+            bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+            raise TypeError(f"Expected every text to be a str. Received: {type(texts[bad]).__name__} at index {bad}")
+        self.unknown_label_counts = self.label_vocab.unknown(label_lists)
+        warn_unknown_labels(self.unknown_label_counts, "training data" if training else "evaluation data")
+
+        batch_size = cfg.batch_size
+        ds = self._source(texts, label_lists)
+        num = len(texts)
+        if input_context is not None:
+            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+            batch_size = input_context.get_per_replica_batch_size(cfg.batch_size)
+            num = len(range(input_context.input_pipeline_id, num, input_context.num_input_pipelines))
+        self.num_examples = num
+        drop = cfg.drop_remainder if cfg.drop_remainder is not None else (cfg.fixed_shape and training)
+        if drop and not training and num % batch_size:
+            warnings.warn(f"drop_remainder=True drops the last {num % batch_size} evaluation document(s).",
+                          UserWarning, stacklevel=2)
+        shuffle = dict(buffer_size=max(1, min(cfg.shuffle_buffer, num)), seed=cfg.seed,
+                       reshuffle_each_iteration=True)
+        bucketing = cfg.bucket_boundaries is not None and not cfg.fixed_shape
+
+        if not (cfg.cache or bucketing):
+            # Uncached: shuffle raw documents, batch, then _decode (tokenize + _pack) each batch.
+            if training:
+                ds = ds.shuffle(**shuffle)
+            ds = ds.batch(batch_size, drop_remainder=drop)
+            ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE)
+        else:
+            # Cached / bucketed: tokenize chunks once, cache per-document ids, shuffle, batch, _trim.
+            ds = ds.batch(cfg.tokenize_batch_size)
+            ds = ds.map(self._decode_chunk, num_parallel_calls=AUTOTUNE).unbatch()
+            if cfg.cache:
+                ds = ds.cache()
+            if training:
+                ds = ds.shuffle(**shuffle)
+            if bucketing:
+                bounds = list(cfg.bucket_boundaries)
+                ds = ds.bucket_by_sequence_length(
+                    lambda feats, _: feats["length"], bounds, [batch_size] * (len(bounds) + 1),
+                    drop_remainder=drop)
+            else:
+                ds = ds.batch(batch_size, drop_remainder=drop)
+                # unbatch hides the cardinality; restore it so Keras knows the epoch length.
+                batches = num // batch_size if drop else -(-num // batch_size)
+                ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+            ds = ds.map(self._trim, num_parallel_calls=AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = bool(cfg.deterministic or not training)
+        ds = ds.with_options(options)
+        return ds.prefetch(AUTOTUNE)
+
+    def dataset_from_files(self, paths, *, training: bool,
+                           input_context: tf.distribute.InputContext | None = None, **read_kwargs) -> tf.data.Dataset:
+        """Reads files with :func:`read_records`, then calls :meth:`dataset`.
+
+        Args:
+          paths: Files or glob patterns (JSONL, CSV, TSV, TFRecord, optionally .gz).
+          training: See :meth:`dataset`.
+          input_context: See :meth:`dataset`.
+          **read_kwargs: Arguments of :func:`read_records`; ``text_field``,
+            ``labels_field`` and ``label_separator`` default to the config's.
+
+        Returns:
+          The dataset; the read statistics are in :attr:`read_stats`.
+        """
+        kwargs = {"text_field": self.config.text_field, "labels_field": self.config.labels_field,
+                  "label_separator": self.config.label_separator}
+        kwargs.update(read_kwargs)
+        texts, label_lists, self.read_stats = read_records(paths, **kwargs)
+        return self.dataset(texts, label_lists, training=training, input_context=input_context)
+
+    # --------------------------------------------------------------- helpers
+    @staticmethod
+    def _source(texts: list[str], label_lists: list[list[str]]) -> tf.data.Dataset:
+        flat = [name for labels in label_lists for name in labels]
+        labels = tf.RaggedTensor.from_row_lengths(
+            tf.constant(flat, tf.string, shape=[len(flat)]),
+            tf.constant([len(x) for x in label_lists], tf.int64, shape=[len(label_lists)]))
+        return tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string, shape=[len(texts)]), labels))
