@@ -180,6 +180,15 @@ def check(path: Path) -> None:
     log(f"check passed: {path.relative_to(ROOT)} loads and matches the XLA path")
 
 
+def _up_to_date() -> bool:
+    """The library exists and is newer than every kernel source and this script."""
+    if not TARGET.exists():
+        return False
+    sources = [p for p in (ROOT / "kernels").rglob("*") if p.is_file()] + [Path(__file__)]
+    built = TARGET.stat().st_mtime
+    return all(p.stat().st_mtime <= built for p in sources)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--optional", action="store_true",
@@ -190,9 +199,17 @@ def main(argv=None) -> int:
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--build-dir", default=str(ROOT / "build" / "kernels"))
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even when the library is newer than every source")
     args = p.parse_args(argv)
     try:
-        path = TARGET if args.check_only else build(args)
+        if args.check_only:
+            path = TARGET
+        elif not args.force and _up_to_date():
+            log(f"{TARGET.relative_to(ROOT)} is up to date (use --force to rebuild)")
+            path = TARGET
+        else:
+            path = build(args)
         if args.check or args.check_only:
             if not path.exists():
                 raise BuildError(f"{path} does not exist; run scripts/build_kernels.py")
