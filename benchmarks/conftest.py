@@ -45,3 +45,78 @@ def run_benchmark(benchmark, full_benchmark):
         )
 
     return _run
+
+
+# --------------------------------------------------------------------------
+# Added for bench_focal.py (issue 6): copy bandwidth, peak memory, versions.
+
+import json as _json
+import os as _os
+import subprocess as _subprocess
+import sys as _sys
+import time as _time
+
+_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def copy_bandwidth():
+    """``copy_bandwidth() -> bytes/s``: NumPy copy of a 256 MiB float32 array
+    (bytes read + bytes written over the median of 7 copies), measured once
+    per session, so every row's floor uses the same number."""
+    cache = {}
+
+    def _bw():
+        if "bw" not in cache:
+            import numpy as np
+
+            src = np.ones(64 * 1024 * 1024, np.float32)
+            dst = np.empty_like(src)
+            np.copyto(dst, src)
+            times = []
+            for _ in range(7):
+                t0 = _time.perf_counter()
+                np.copyto(dst, src)
+                times.append(_time.perf_counter() - t0)
+            cache["bw"] = 2 * src.nbytes / sorted(times)[len(times) // 2]
+        return cache["bw"]
+
+    return _bw
+
+
+@pytest.fixture(scope="session")
+def peak_memory():
+    """``peak_memory(provider, mode, pass_, shape, dtype) -> float | None``:
+    peak RSS increase of one warm call, in logits-sized tensors, measured in a
+    fresh subprocess by ``scripts/_peak_mem.py`` (TF's allocator stats are
+    zero on CPU). ``None`` when the subprocess fails."""
+
+    def _peak(provider, mode, pass_, shape, dtype):
+        cmd = [_sys.executable, _os.path.join(_ROOT, "scripts", "_peak_mem.py"), provider, mode, pass_,
+               "x".join(map(str, shape)), dtype]
+        try:
+            out = _subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout
+            return _json.loads(out.strip().splitlines()[-1])["peak_x"]
+        except (OSError, ValueError, KeyError, IndexError, _subprocess.SubprocessError):
+            return None
+
+    return _peak
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Record library versions and the device in the results JSON."""
+    try:
+        import tensorflow as tf
+
+        machine_info["tensorflow"] = tf.__version__
+        machine_info["gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    except ImportError:
+        pass
+    for mod in ("keras", "tf_keras", "numpy", "fusedfocal"):
+        try:
+            machine_info[mod] = __import__(mod).__version__
+        except (ImportError, AttributeError):
+            pass
+    machine_info["bench_device"] = _os.environ.get("FUSEDFOCAL_BENCH_DEVICE", "CPU:0")
+    machine_info["nproc"] = _os.cpu_count()
+    machine_info["date"] = _dt.date.today().isoformat()
