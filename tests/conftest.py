@@ -1,4 +1,4 @@
-"""Shared fixtures: execution modes, dtypes and one tolerance helper."""
+"""Shared fixtures: execution modes and dtypes (helpers live in ``_testing``)."""
 
 from __future__ import annotations
 
@@ -8,58 +8,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-MODES = ("eager", "function", "xla")
-DTYPES = ("float16", "bfloat16", "float32", "float64")
-
-
-def compile_for(mode: str, fn):
-    """Wrap ``fn`` for an execution mode: eager, ``tf.function`` or XLA."""
-    if mode == "eager":
-        return fn
-    if mode == "function":
-        return tf.function(fn)
-    if mode == "xla":
-        return tf.function(fn, jit_compile=True)
-    raise ValueError(mode)
-
-
-def tolerance(dtype) -> dict:
-    """``rtol``/``atol`` for a result delivered in ``dtype`` (float32 math inside).
-
-    Results returned in float32 (the loss for f16/bf16/f32 inputs) get
-    float32 tolerances; gradients returned in f16/bf16 get that type's
-    rounding (half an ulp relative, plus its smallest normal as atol).
-    """
-    name = tf.as_dtype(dtype).name
-    return {
-        "float64": dict(rtol=1e-12, atol=1e-300),
-        "float32": dict(rtol=2e-6, atol=1e-6),
-        "float16": dict(rtol=1e-3, atol=6.2e-5),
-        "bfloat16": dict(rtol=8e-3, atol=1e-6),
-    }[name]
-
-
-def assert_close(actual, expected, *, rtol, atol, what=""):
-    """``np.testing.assert_allclose`` that names the worst element on failure."""
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert np.isfinite(actual).all(), f"{what}: non-finite values at {np.argwhere(~np.isfinite(actual))[:5].tolist()}"
-    err = np.abs(actual - expected)
-    bound = atol + rtol * np.abs(expected)
-    if (err > bound).any():
-        i = np.unravel_index(np.argmax(err - bound), err.shape)
-        raise AssertionError(
-            f"{what}: {int((err > bound).sum())} of {err.size} elements out of tolerance "
-            f"(rtol={rtol}, atol={atol}); worst at {tuple(int(k) for k in i)}: "
-            f"actual={actual[i]!r} expected={expected[i]!r} abs err={err[i]:.3g}"
-        )
+from _testing import DTYPES, MODES  # noqa: E402
 
 
 @pytest.fixture(params=MODES)

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 import reference as ref
-from conftest import assert_close, compile_for
+from _testing import assert_close, compile_for
 
 DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 MODES = ("eager", "function", "xla")

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import fusedfocal
 import reference as ref
-from conftest import assert_close, compile_for, tolerance
+from _testing import assert_close, compile_for, tolerance
 from fusedfocal.ops import focal as focal_module
 
 GAMMAS = (0.0, 0.5, 1.0, 2.0, 3.7)
