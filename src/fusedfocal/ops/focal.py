@@ -18,6 +18,7 @@ from fusedfocal.ops import native
 __all__ = ["sigmoid_focal_loss", "focal_loss_and_grad"]
 
 _MAX_INT_POWER = 16
+_ROW = 256  # XLA path: element-wise math runs on [N / _ROW, _ROW] views
 
 
 def focal_loss_and_grad(x, y, alpha_t, gamma: float):
@@ -217,6 +218,22 @@ def _check_result_shape(labels_shape, logits_shape):
         )
 
 
+def _in_xla_context() -> bool:
+    """True while tracing inside ``tf.function(jit_compile=True)`` (or TPU)."""
+    from tensorflow.python.framework import ops as _ops
+    from tensorflow.python.ops import control_flow_util as _cfu
+
+    return _cfu.GraphOrParentsInXlaContext(_ops.get_default_graph())
+
+
+def _optimization_barrier():
+    try:
+        from tensorflow.compiler.tf2xla.python import xla as _tfxla
+    except ImportError:  # pragma: no cover - private module moved
+        return None
+    return _tfxla.optimization_barrier
+
+
 def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
     cdtype = labels.dtype
     alpha_tensor = None if alpha is None or isinstance(alpha, float) else tf.cast(alpha, cdtype)
@@ -226,32 +243,42 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
         x = tf.cast(x_in, cdtype)
         same_shape = labels.shape.is_fully_defined() and labels.shape == x.shape
         y = labels if same_shape else tf.broadcast_to(labels, tf.shape(x))
+        xla = _in_xla_context()
+        # XLA CPU vectorises the innermost dimension: a narrow last axis (19
+        # labels) leaves most SIMD lanes idle. Element-wise math does not care
+        # about the shape, so flatten (a free bitcast) when nothing broadcasts
+        # along the class axis.
+        flat = xla and same_shape and alpha_tensor is None and x.shape.num_elements() % _ROW == 0
+        if flat:
+            # Rows of _ROW: wide enough for full vectors, and an outer axis
+            # that XLA CPU can split across threads (1-D loops are not split).
+            x, y = tf.reshape(x, [-1, _ROW]), tf.reshape(y, [-1, _ROW])
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
         a = alpha if isinstance(alpha, float) else alpha_tensor
         alpha_t = _alpha_t(a, y, None)
-        loss, grad = focal_loss_and_grad(x, y, alpha_t, gamma)
-        # Under XLA the loss and the gradient share exp, log and the
-        # reciprocal, which XLA CPU will not duplicate into two fusions: it
-        # writes each out as a full-size tensor (8 fusions, 5 logits-sized
-        # buffers). Computing the loss from an optimization-barrier alias of
-        # x stops CSE from merging the two, so each output is one loop fusion
-        # straight from (x, y): 2 buffers, fewer bytes moved, same rounding.
-        # Outside XLA the shared graph is cheaper, so it is kept there.
-        from tensorflow.python.framework import ops as _ops
-        from tensorflow.python.ops import control_flow_util as _cfu
-
-        if _cfu.GraphOrParentsInXlaContext(_ops.get_default_graph()):
-            try:
-                from tensorflow.compiler.tf2xla.python import xla as _tfxla
-            except ImportError:  # pragma: no cover - private module moved
-                _tfxla = None
-            if _tfxla is not None:
-                (x_alias,) = _tfxla.optimization_barrier(x)
-                loss, _ = focal_loss_and_grad(x_alias, y, alpha_t, gamma)
+        barrier = _optimization_barrier() if xla else None
+        if barrier is None:
+            loss, grad = focal_loss_and_grad(x, y, alpha_t, gamma)
+        else:
+            # Under XLA the loss and the gradient share exp, log and the
+            # reciprocal, which XLA CPU will not duplicate into two fusions:
+            # it writes each out as a full-size tensor (8 fusions, 5
+            # logits-sized buffers). Computing the loss from an
+            # optimization-barrier alias of x stops CSE from merging the two,
+            # so each output is one loop fusion straight from (x, y): 2
+            # buffers, fewer bytes moved, same rounding. Outside XLA the
+            # shared graph is cheaper, so it is kept there.
+            _, grad = focal_loss_and_grad(x, y, alpha_t, gamma)
+            (x_alias,) = barrier(x)
+            loss, _ = focal_loss_and_grad(x_alias, y, alpha_t, gamma)
         if reduction == "mean":
             scale = tf.math.divide_no_nan(tf.ones([], cdtype), tf.cast(tf.size(x), cdtype))
             grad = grad * scale
+        if flat:
+            grad = tf.reshape(grad, tf.shape(x_in))
+            if reduction == "none":
+                loss = tf.reshape(loss, tf.shape(x_in))
         out = v.reduce(loss, reduction)
 
         def backward(upstream):
