@@ -99,6 +99,7 @@ def _alpha_t(alpha, y, num_classes):
     return (1.0 - a) + (2.0 * a - 1.0) * y
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python control flow on static values
 def sigmoid_focal_loss(
     logits,
     labels,

@@ -80,6 +80,7 @@ def check_implementation(implementation) -> str:
     return env
 
 
+@tf.autograph.experimental.do_not_convert  # runs at trace time; os.path has no source
 def load(explicit: bool = False):
     """The op module, or None. Warns (once) as described in the module doc."""
     if "ops" not in _state:
