@@ -1,6 +1,7 @@
 """Render a ``bench_focal.py`` results JSON as the README's markdown table.
 
     python scripts/bench_report.py benchmarks/results/focal-cpu-DATE.json [-o OUT.md]
+    python scripts/bench_report.py benchmarks/results/focal-cpu-DATE.json --summary   # README table
 
 One table per (dtype, shape, pass): rows are provider x mode with the median
 (ms), the ratio to fusedfocal in the same mode (and to fusedfocal's best
@@ -61,13 +62,50 @@ def render(data: dict) -> str:
     return "\n".join(lines)
 
 
+def render_summary(data: dict, dtype: str = "float32", pass_: str = "fwdbwd") -> str:
+    """One compact table: each provider in its fastest mode, per shape.
+
+    This is the README's table: the median of the provider's best mode, that
+    mode, the ratio to fusedfocal's default path in its best mode, the
+    multiple of the memory floor and the peak working memory. fusedfocal's
+    XLA-path rows are listed too (what a ``jit_compile=True`` model runs).
+    """
+    best = {}
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        if e.get("provider") in (None, "empty", "fusedfocal_none") or e.get("dtype") != dtype or e.get("pass_") != pass_:
+            continue
+        provider = e["provider"]
+        if provider.startswith("fusedfocal") and e["mode"] == "xla":
+            provider += " (XLA path)"  # what jit_compile=True models get: shown as well
+        key = (tuple(e["shape"]), provider)
+        if key not in best or b["stats"]["median"] < best[key]["stats"]["median"]:
+            best[key] = b
+    lines = ["| shape | provider | best mode | median ms | time / fusedfocal | x floor | peak mem (x logits) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for shape in sorted({s for s, _ in best}, key=lambda s: s[0] * s[1]):
+        ff = best.get((shape, "fusedfocal"))
+        rows = sorted((b for (s, _), b in best.items() if s == shape), key=lambda b: b["stats"]["median"])
+        for b in rows:
+            e = b["extra_info"]
+            m = b["stats"]["median"] * 1e3
+            ratio = m / (ff["stats"]["median"] * 1e3) if ff else None
+            name = next(p for (s_, p), b_ in best.items() if s_ == shape and b_ is b)
+            lines.append(f"| [{shape[0]}, {shape[1]}] | {name} | {e['mode']} | {m:.2f} | {_fmt(ratio)} "
+                         f"| {_fmt(e.get('x_floor'), '{:.1f}')} | {_fmt(e.get('peak_mem_x'), '{:.1f}')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
     ap.add_argument("-o", "--output", help="write markdown here instead of stdout")
+    ap.add_argument("--summary", action="store_true",
+                    help="only the README table: float32 forward+backward, each provider in its best mode")
     args = ap.parse_args(argv)
     with open(args.results) as f:
-        text = render(json.load(f))
+        data = json.load(f)
+    text = render_summary(data) if args.summary else render(data)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text + "\n")
