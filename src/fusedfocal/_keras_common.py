@@ -41,3 +41,30 @@ def to_config(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+class LogitsLossMixin:
+    """The body both ``LogitsLoss`` bases share; mixed in before each Keras' ``Loss``.
+
+    ``_fn(logits, labels, **_params)`` gives the loss; ``elementwise`` says it
+    is ``[..., C]`` (so ``[B]`` sample weights get a trailing axis).
+    """
+
+    elementwise = True  # fn returns [..., C]; False for per-example losses
+
+    def _init_fn(self, fn, params):
+        self._fn = fn
+        self._params = dict(params)
+
+    def call(self, y_true, y_pred):
+        return self._fn(y_pred, y_true, **self._params)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if self.elementwise:
+            sample_weight = expand_sample_weight(sample_weight, y_pred)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({k: to_config(p) for k, p in self._params.items()})
+        return config

@@ -26,32 +26,16 @@ __all__ = ["LogitsLoss", "SigmoidFocalLoss", "register"]
 register = keras.saving.register_keras_serializable(package="fusedfocal")
 
 
-class LogitsLoss(keras.losses.Loss):
+class LogitsLoss(common.LogitsLossMixin, keras.losses.Loss):
     """Base class: a Keras 3 loss over ``fn(logits, labels, **params)``.
 
     Subclasses validate their arguments in ``__init__`` and pass them as
     ``params``; ``get_config`` returns every one of them.
     """
 
-    elementwise = True  # fn returns [..., C]; False for per-example losses
-
     def __init__(self, fn, params, *, reduction="sum_over_batch_size", name=None, dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self._fn = fn
-        self._params = dict(params)
-
-    def call(self, y_true, y_pred):
-        return self._fn(y_pred, y_true, **self._params)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if self.elementwise:
-            sample_weight = common.expand_sample_weight(sample_weight, y_pred)
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({k: common.to_config(p) for k, p in self._params.items()})
-        return config
+        self._init_fn(fn, params)
 
 
 @register

@@ -21,28 +21,12 @@ register = tf_keras.utils.register_keras_serializable(package="fusedfocal")
 _AUTO = tf_keras.losses.Reduction.AUTO
 
 
-class LogitsLoss(tf_keras.losses.Loss):
+class LogitsLoss(common.LogitsLossMixin, tf_keras.losses.Loss):
     """Base class: a tf_keras loss over ``fn(logits, labels, **params)``."""
-
-    elementwise = True
 
     def __init__(self, fn, params, *, reduction=_AUTO, name=None):
         super().__init__(reduction=reduction, name=name)
-        self._fn = fn
-        self._params = dict(params)
-
-    def call(self, y_true, y_pred):
-        return self._fn(y_pred, y_true, **self._params)
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        if self.elementwise:
-            sample_weight = common.expand_sample_weight(sample_weight, y_pred)
-        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({k: common.to_config(p) for k, p in self._params.items()})
-        return config
+        self._init_fn(fn, params)
 
 
 @register
