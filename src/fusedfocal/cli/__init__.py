@@ -1,0 +1,221 @@
+"""The ``fusedfocal`` command line: train, compare, evaluate, predict.
+
+Run ``fusedfocal -h`` or ``fusedfocal COMMAND -h``; see ``docs/cli.md``.
+``FUSEDFOCAL_LOGICAL_CPUS=N`` splits the CPU into N logical devices (for
+``--strategy mirrored`` on a machine without GPUs) before TensorFlow
+initialises its devices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main", "build_parser", "CLIError"]
+
+LOGICAL_CPUS_ENV = "FUSEDFOCAL_LOGICAL_CPUS"
+
+
+class CLIError(Exception):
+    """A usage error: printed argparse-style, exit status 2.
+
+    Args:
+      argument: The flag or positional it is about (``--loss``, ``RUN_DIR``).
+      message: What was expected and what was received.
+    """
+
+    def __init__(self, argument, message):
+        super().__init__(f"argument {argument}: {message}")
+        self.argument = argument
+
+
+def _groups(text):
+    try:
+        hi, lo = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two integers HEAD_MIN,TAIL_MAX such as 35,8; received {text!r}")
+    if not hi > lo >= 0:
+        raise argparse.ArgumentTypeError(f"expected HEAD_MIN > TAIL_MAX >= 0; received {text!r}")
+    return (hi, lo)
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
+    return v
+
+
+def _val_size(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) or a document count; received {text!r}")
+    if v <= 0 or (v >= 1 and v != int(v)):
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) or a document count >= 1; received {text!r}")
+    return v if v < 1 else int(v)
+
+
+def _add_data_flags(p, *, training=True):
+    p.add_argument("--data", nargs="+", metavar="FILE",
+                   help="training file(s) or globs: JSON Lines, CSV, TSV or TFRecord, optionally .gz "
+                        "(default: the built-in synthetic corpus, 4000 train / 1000 test documents, 19 labels)")
+    p.add_argument("--eval", nargs="+", metavar="FILE",
+                   help="test file(s) for the reported metrics (default: the synthetic test split without "
+                        "--data, else the validation split, marked as such)")
+    p.add_argument("--text-field", default="text", help="JSON key / column of the text (default: text)")
+    p.add_argument("--labels-field", default="labels", help="JSON key / column of the labels (default: labels)")
+    p.add_argument("--label-separator", default="|", help="label separator inside a CSV/TSV cell (default: |)")
+
+
+def _add_train_flags(p):
+    _add_data_flags(p)
+    g = p.add_argument_group("loss parameters (only those given are passed; defaults are the loss's)")
+    g.add_argument("--gamma", type=float, help="focusing parameter (focal, cb, db, poly)")
+    g.add_argument("--alpha", help="positive-class weight: a float, 'none', or one float per label joined by '/'")
+    g.add_argument("--gamma-neg", type=float, help="asl: negative focusing parameter")
+    g.add_argument("--gamma-pos", type=float, help="asl: positive focusing parameter")
+    g.add_argument("--clip", type=float, help="asl: probability margin of the negatives")
+    g.add_argument("--beta", type=float, help="cb: effective-number beta; tversky: false-negative weight")
+    g.add_argument("--label-smoothing", type=float, help="bce / focal label smoothing")
+    g.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other loss parameter, repeatable (e.g. --loss-param map_mu=0.9)")
+    m = p.add_argument_group("model and optimisation")
+    m.add_argument("--model", default="cnn", choices=["cnn", "fasttext", "transformer"],
+                   help="text model (default: cnn: embedding + 1-D convolutions of widths 1-3 + max pool)")
+    m.add_argument("--embed-dim", type=_positive_int, help="embedding width (default 96; fasttext 128)")
+    m.add_argument("--filters", type=_positive_int, default=96, help="cnn filters per width (default 96)")
+    m.add_argument("--layers", type=_positive_int, default=1, help="transformer encoder blocks (default 1)")
+    m.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits (default 0.2)")
+    m.add_argument("--no-prior-bias", dest="prior_bias", action="store_false",
+                   help="start the logits' bias at 0 instead of log(prior / (1 - prior))")
+    m.add_argument("--epochs", type=_positive_int, default=5, help="training epochs (default 5)")
+    m.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
+    m.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    m.add_argument("--max-length", type=_positive_int, default=128,
+                   help="token ids per document, [CLS]/[SEP] included (default 128)")
+    m.add_argument("--vocab-size", type=_positive_int, default=8000, help="WordPiece vocabulary size (default 8000)")
+    m.add_argument("--val-size", type=_val_size,
+                   help="documents held out from the training data to tune thresholds: a fraction or a "
+                        "count (default: 1000 when there are >= 5000 training documents, as Huang et al. "
+                        "did on Reuters, else 10%%)")
+    m.add_argument("--mixed-precision", default="off", choices=["off", "float16", "bfloat16"],
+                   help="Keras mixed-precision policy (logits and loss stay float32)")
+    m.add_argument("--jit-compile", default="auto", choices=["auto", "on", "off"],
+                   help="XLA-compile the train step (auto: on with a GPU, off on CPU, where it is slower)")
+    m.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and the validation split")
+    m.add_argument("--deterministic", action="store_true",
+                   help="reproducible runs: op determinism and a deterministic input order (slower)")
+    m.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                   help="tf.distribute strategy; multiworker reads TF_CONFIG (set FUSEDFOCAL_LOGICAL_CPUS=N "
+                        "to test mirrored on N logical CPUs)")
+    m.add_argument("--groups", type=_groups, default=(35, 8), metavar="HEAD_MIN,TAIL_MAX",
+                   help="label groups by training documents: head >= HEAD_MIN, tail <= TAIL_MAX, medium in "
+                        "between (default 35,8 as in Huang et al. 2021)")
+    m.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="capture a TensorFlow profiler trace of STEPS training steps into RUN/logs")
+    m.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                   help="Keras progress: 1 progress bar (default), 2 one line per epoch, 0 silent")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="fusedfocal",
+        description="Train and compare multi-label text classifiers with focal and imbalance losses.")
+    from fusedfocal import __version__
+
+    parser.add_argument("--version", action="version", version=f"fusedfocal {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train one model with one loss into a run folder",
+                       description="Train one model with one loss; writes model.keras, the vocabularies, "
+                                   "thresholds.json, metrics.json and TensorBoard logs into --out.")
+    t.add_argument("--loss", default="focal", help="loss name: bce, wbce, focal, asl, cb, db, la, poly, dice, "
+                                                   "tversky, hinge, logcosh (default focal)")
+    t.add_argument("--out", default="runs/train", metavar="RUN_DIR", help="run folder (default runs/train)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out from its last finished epoch, with its stored "
+                        "settings (flags given now override them)")
+    _add_train_flags(t)
+
+    c = sub.add_parser("compare", help="train the same model with several losses and compare them",
+                       description="Train the same model with each loss (same seed, data and budget) and "
+                                   "write comparison.md, comparison.json and plots into --out.")
+    c.add_argument("--losses", action="append", metavar="SPEC",
+                   help="comma-separated losses, each optionally with parameters: "
+                        "'bce,focal:gamma=2,alpha=0.25,asl,cb,db' (default bce,focal,asl,cb,db); repeatable")
+    c.add_argument("--out", default="runs/compare", metavar="DIR", help="output folder (default runs/compare)")
+    c.add_argument("--threshold-mode", default="global", choices=["global", "per_class", "0.5"],
+                   help="thresholds of the main table (default global: one threshold tuned on validation, "
+                        "as Huang et al.)")
+    _add_train_flags(c)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run on labelled data",
+                       description="Metrics of a run on labelled data with its stored thresholds (never "
+                                   "re-tuned). Eval labels unknown to the run are counted, never mapped.")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--data", nargs="+", required=True, metavar="FILE", help="labelled file(s)")
+    e.add_argument("--text-field", default=None)
+    e.add_argument("--labels-field", default=None)
+    e.add_argument("--label-separator", default=None)
+    e.add_argument("--groups", type=_groups, default=None, metavar="HEAD_MIN,TAIL_MAX")
+    e.add_argument("--output", metavar="JSON", help="write the metrics here (default RUN_DIR/evaluation.json)")
+
+    p = sub.add_parser("predict", help="predict labels of texts with a trained run",
+                       description="Print labels with scores above the run's per-label thresholds "
+                                   "(or --threshold), or the --top-k best.")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("texts", nargs="*", metavar="TEXT")
+    p.add_argument("--file", metavar="FILE", help="one text per line, or JSON Lines with a text field")
+    p.add_argument("--text-field", default=None)
+    p.add_argument("--threshold", type=float, help="one threshold for every label instead of the stored ones")
+    p.add_argument("--top-k", type=_positive_int, help="print the K best labels whatever their score")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    return parser, {"train": t, "compare": c, "evaluate": e, "predict": p}
+
+
+def _configure_logical_cpus():
+    n = os.environ.get(LOGICAL_CPUS_ENV)
+    if not n:
+        return
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(int(n))])
+
+
+def main(argv=None):
+    """Entry point of the ``fusedfocal`` console script; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, subs = build_parser()
+    args = parser.parse_args(argv)
+    sub = subs[args.command]
+    try:
+        _configure_logical_cpus()
+        if args.command == "train":
+            from fusedfocal.cli import train
+
+            if args.resume:
+                args = train.resume_args(sub, argv[1:], args)
+            train.cmd_train(args)
+        elif args.command == "compare":
+            from fusedfocal.cli import compare
+
+            compare.cmd_compare(args)
+        elif args.command == "evaluate":
+            from fusedfocal.cli import evaluate_cmd
+
+            evaluate_cmd.cmd_evaluate(args)
+        else:
+            from fusedfocal.cli import evaluate_cmd
+
+            evaluate_cmd.cmd_predict(args)
+    except CLIError as e:
+        sub.error(str(e))  # exits 2
+    return 0

@@ -1,0 +1,179 @@
+"""``fusedfocal compare``: the same model, data, seed and budget under several losses."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+
+from fusedfocal.cli import CLIError
+from fusedfocal.cli import evaluate as ev
+from fusedfocal.cli import report
+from fusedfocal.cli.train import log, loss_label, parse_value, prepare, build_loss, train_run
+
+DEFAULT_LOSSES = "bce,focal,asl,cb,db"
+MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
+             "per_class": "per-label thresholds tuned on the validation split",
+             "0.5": "threshold 0.5"}
+
+
+def parse_loss_specs(specs):
+    """``['bce,focal:gamma=2,alpha=0.25']`` -> ``[('bce', {}), ('focal', {'gamma': 2, 'alpha': 0.25})]``.
+
+    A comma-separated item with ``=`` and no ``:`` is one more parameter of the loss before it.
+    """
+    out = []
+    for spec in specs or [DEFAULT_LOSSES]:
+        for item in (s.strip() for s in spec.split(",")):
+            if not item:
+                continue
+            if ":" in item:
+                name, _, first = item.partition(":")
+                out.append((name.strip(), {}))
+                item = first
+            elif "=" not in item:
+                out.append((item, {}))
+                continue
+            if not out:
+                raise CLIError("--losses", f"expected a loss name before the parameter; received {item!r}")
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise CLIError("--losses", f"expected NAME or NAME:KEY=VALUE,KEY=VALUE; received {item!r}")
+            try:
+                out[-1][1][key.strip().replace("-", "_")] = parse_value(value)
+            except ValueError:
+                raise CLIError("--losses", f"expected a number, 'none' or floats joined by '/'; received {item!r}")
+    if not out:
+        raise CLIError("--losses", "expected at least one loss; received none")
+    return out
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def _pr_labels(result, boundaries, k=2):
+    """``k`` head labels (most frequent) and ``k`` labels of the rarest non-empty group (those with
+    the most evaluation documents, so their curves have more than one point)."""
+    pcs = result["metrics"]["global"]["per_class"]
+    with_pos = [j for j, p in enumerate(pcs) if p["eval_docs"] > 0]
+    head = sorted(with_pos, key=lambda j: -pcs[j]["train_docs"])[:k]
+    groups = ev.label_groups([p["train_docs"] for p in pcs], boundaries)
+    for g in ("tail", "medium", "head"):
+        pool = [j for j in groups[g] if j in with_pos and j not in head]
+        if pool:
+            return head + sorted(pool, key=lambda j: (-pcs[j]["eval_docs"], pcs[j]["train_docs"]))[:k]
+    return head
+
+
+def cmd_compare(args):
+    from fusedfocal import losses
+
+    specs = parse_loss_specs(args.losses)
+    shared = {}
+    from fusedfocal.cli.train import parse_loss_params
+
+    for key, (value, _) in parse_loss_params(args).items():
+        shared[key] = value
+    for name, _ in specs:
+        if name not in losses.NAMES:
+            raise CLIError("--losses", f"invalid loss {name!r}; expected one of {', '.join(losses.NAMES)}")
+    from fusedfocal.cli.train import make_strategy
+
+    make_strategy(args.strategy)
+    out = Path(args.out)
+    t_start = time.time()
+    prep = prepare(args)
+    runs = []
+    for name, params in specs:
+        p = {**shared, **params}
+        tagged = {k: (v, "--losses") for k, v in p.items()}
+        build_loss(name, tagged, prep.fit_counts, prep.fit_docs, flag="--losses")  # validate all first
+        runs.append((name, tagged))
+    labels_text = (f"{prep.pipeline.num_labels} labels; {prep.fit_docs} training documents, "
+                   f"{len(prep.val[0])} held out for thresholds, {len(prep.test[0])} {prep.eval_split} documents")
+    results = []
+    for i, (name, tagged) in enumerate(runs, 1):
+        label = loss_label(name, tagged)
+        run_dir = out / "runs" / _slug(label)
+        title = f"[{i}/{len(runs)}] {args.model} + {label}: {args.epochs} epoch(s) on {labels_text}"
+        results.append(train_run(args, prep, name, tagged, run_dir, title=title))
+        results[-1]["run_dir"] = str(run_dir)
+    wall = time.time() - t_start
+    write_comparison(args, prep, results, out, wall, labels_text)
+
+
+def write_comparison(args, prep, results, out, wall, labels_text):
+    mode = args.threshold_mode
+    groups = tuple(args.groups)
+    counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}
+    group_text = (f"head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
+                  f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
+    title = (f"Loss comparison: {args.model} model, {args.epochs} epoch(s), seed {args.seed}, trained on "
+             f"{prep.description}")
+    eval_text = (f"Metrics in % on the {prep.eval_split} split at {MODE_TEXT[mode]}"
+                 + (" (no --eval given: the validation split is also the evaluation split, so these numbers "
+                    "are optimistic)" if prep.eval_split == "validation" else ""))
+    empty = [g for g, n in counts.items() if n == 0]
+    note_empty = (f"Group(s) {', '.join(empty)} have no labels with these boundaries (--groups "
+                  f"{groups[0]},{groups[1]}), shown as '-'." if empty else "")
+    table = report.render_table(results, mode)
+    md_table = report.render_table(results, mode, markdown=True)
+    f1_rows = []
+    for r in results:
+        cells = [r["name"]]
+        for m in ("at_0.5", "global", "per_class"):
+            mm = r["metrics"][m]
+            cells += [report.fmt(mm["micro"]["f1"] if mm["micro"] else None),
+                      report.fmt(mm["macro"]["f1"] if mm["macro"] else None)]
+        cells.append(f"{r['thresholds']['global']:.2f}")
+        cells.append(f"{r['train_seconds']:.0f}")
+        f1_rows.append(cells)
+    out.mkdir(parents=True, exist_ok=True)
+    recall_png = report.plot_recall_vs_frequency(results, mode, out / "recall_vs_frequency.png", groups)
+    curves = {}
+    names = prep.pipeline.label_vocab.labels
+    pcs = results[0]["metrics"]["global"]["per_class"]
+    gmap = {j: g for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items() for j in ix}
+    for j in _pr_labels(results[0], groups):
+        curves[names[j]] = {"train_docs": pcs[j]["train_docs"], "group": gmap[j], "losses": {
+            r["name"]: ev.pr_curve(r["_scores"][0][:, j], r["_scores"][1][:, j]) for r in results}}
+    pr_png = report.plot_pr_curves(curves, out / "pr_curves.png")
+
+    legend = report.column_legend()
+    md = [f"# {title}", "", f"{labels_text}. {eval_text}. Best value per column in bold. "
+          f"Label groups by training documents: {group_text}. {note_empty}", "", md_table, "",
+          "Columns:", "", "```", legend, "```", "",
+          "## Micro-F1 / macro-F1 at each threshold choice", "",
+          "| loss | miF1 @0.5 | maF1 @0.5 | miF1 global | maF1 global | miF1 per-label | maF1 per-label | "
+          "global threshold | train s |", "| --- |" + " ---: |" * 8]
+    md += ["| " + " | ".join(c) + " |" for c in f1_rows]
+    md += ["", "## Per-label recall", "", report.per_class_recall_table(results, mode), "",
+           f"![per-label recall against frequency]({recall_png.name})", "",
+           f"![precision-recall curves]({pr_png.name})", "",
+           f"Wall time: {wall:.0f}s. Runs (model.keras, thresholds.json, metrics.json, logs/): "
+           + ", ".join(f"`{r['run_dir']}`" for r in results), ""]
+    (out / "comparison.md").write_text("\n".join(md), encoding="utf-8")
+    payload = {"title": title, "data": prep.description, "eval_split": prep.eval_split, "threshold_mode": mode,
+               "groups": {"boundaries": list(groups), **counts}, "wall_seconds": round(wall, 1),
+               "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}
+    report.write_json(out / "comparison.json", payload)
+
+    print()
+    print(title)
+    print(f"{labels_text}.")
+    print(f"{eval_text}; '*' marks the best value per column.")
+    print(f"Label groups by training documents: {group_text}. {note_empty}".rstrip())
+    print()
+    print(table)
+    print()
+    print("Columns:")
+    print(legend)
+    print()
+    print("micro-F1 / macro-F1 at 0.5 | global tuned | per-label tuned thresholds:")
+    for c in f1_rows:
+        print(f"  {c[0]:<28} {c[1]:>5} / {c[2]:<5} | {c[3]:>5} / {c[4]:<5} | {c[5]:>5} / {c[6]:<5}")
+    print()
+    print(f"Wrote {out}/comparison.md, comparison.json, {recall_png.name}, {pr_png.name} and one run folder "
+          f"per loss under {out}/runs/ in {wall:.0f}s.")

@@ -1,0 +1,150 @@
+"""Metrics, label groups and decision thresholds (NumPy only).
+
+Conventions (the same as scikit-learn's ``precision_recall_fscore_support``
+with ``zero_division=0`` on multi-label indicator arrays):
+
+* micro: true/false positives and false negatives summed over every
+  (document, label) pair, then precision, recall, F1 (false positives on a
+  label without positive documents in the split count too).
+* macro: the unweighted mean over labels of the per-label precision, recall
+  and F1, over the labels that have at least one positive document in the
+  evaluated split (a label absent from the split has no recall to measure;
+  on Reuters-21578 ApteMod every label has test documents, so this equals
+  scikit-learn's macro average there).
+* groups: labels split by the number of *training* documents, defaults of
+  Huang et al. (2021): head ``n >= 35``, medium ``8 < n < 35``, tail ``n <= 8``.
+  A group without labels (possible on small or synthetic data) has ``None``
+  metrics, printed as ``-``.
+
+Thresholds are tuned on the validation split held out from the training data,
+never on test: one global threshold maximising micro-F1 and one per label
+maximising that label's F1 (ties: the one closest to the global threshold); a label with no positive validation document
+falls back to the global threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["GRID", "prf", "metrics_at", "tune_thresholds", "label_groups", "pr_curve", "all_metrics"]
+
+GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
+GROUPS = ("head", "medium", "tail")
+
+
+def _f1(p, r):
+    return np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+
+
+def _counts(scores, labels, thresholds):
+    pred = scores >= np.asarray(thresholds, np.float64)
+    y = labels > 0.5
+    tp = np.sum(pred & y, axis=0).astype(np.float64)
+    fp = np.sum(pred & ~y, axis=0).astype(np.float64)
+    fn = np.sum(~pred & y, axis=0).astype(np.float64)
+    return tp, fp, fn
+
+
+def prf(tp, fp, fn):
+    """Precision, recall and F1 from counts (0 where undefined)."""
+    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
+    p = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
+    r = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
+    return p, r, _f1(p, r)
+
+
+def _summary(tp, fp, fn, idx):
+    """Micro and macro P/R/F1 over the label indices ``idx``; None if no label has positives."""
+    idx = np.asarray(idx, int)
+    present = idx[(tp[idx] + fn[idx]) > 0]
+    if present.size == 0:
+        return None
+    mp, mr, mf = prf(tp[idx].sum(), fp[idx].sum(), fn[idx].sum())  # false positives of every label count
+    p, r, f = prf(tp[present], fp[present], fn[present])
+    return {
+        "labels": int(idx.size), "labels_with_positives": int(present.size),
+        "micro": {"precision": float(mp), "recall": float(mr), "f1": float(mf)},
+        "macro": {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean())},
+    }
+
+
+def label_groups(train_counts, boundaries=(35, 8)):
+    """Label indices per group: head ``>= hi``, medium ``lo < n < hi``, tail ``<= lo``."""
+    hi, lo = boundaries
+    c = np.asarray(train_counts)
+    return {"head": np.flatnonzero(c >= hi), "medium": np.flatnonzero((c > lo) & (c < hi)),
+            "tail": np.flatnonzero(c <= lo)}
+
+
+def metrics_at(scores, labels, thresholds, *, train_counts, label_names, boundaries=(35, 8)):
+    """All metrics at one threshold (scalar) or per-label thresholds (``[C]``)."""
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels, np.float64)
+    tp, fp, fn = _counts(scores, labels, thresholds)
+    out = _summary(tp, fp, fn, np.arange(scores.shape[1])) or {
+        "labels": scores.shape[1], "labels_with_positives": 0, "micro": None, "macro": None}
+    out["groups"] = {}
+    for name, idx in label_groups(train_counts, boundaries).items():
+        g = _summary(tp, fp, fn, idx)
+        out["groups"][name] = g if g is not None else {"labels": int(idx.size), "labels_with_positives": 0,
+                                                       "micro": None, "macro": None}
+    p, r, f = prf(tp, fp, fn)
+    th = np.broadcast_to(np.asarray(thresholds, np.float64), (scores.shape[1],))
+    out["per_class"] = [
+        {"label": label_names[j], "train_docs": int(train_counts[j]), "eval_docs": int(tp[j] + fn[j]),
+         "threshold": float(th[j]), "precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j])}
+        for j in range(scores.shape[1])]
+    return out
+
+
+def tune_thresholds(scores, labels, grid=GRID):
+    """Global (micro-F1) and per-label (label F1) thresholds on validation scores.
+
+    Returns:
+      ``(global_threshold, per_class [C], fallback_mask [C])``: ``fallback_mask``
+      marks labels without positive validation documents, which get the
+      global threshold.
+    """
+    scores = np.asarray(scores, np.float64)
+    y = np.asarray(labels) > 0.5
+    n_pos = y.sum(axis=0)
+    best_micro, best_t = -1.0, 0.5
+    per_f1 = np.full((len(grid), scores.shape[1]), -1.0)
+    for i, t in enumerate(grid):
+        pred = scores >= t
+        tp = np.sum(pred & y, axis=0)
+        fp = np.sum(pred & ~y, axis=0)
+        fn = n_pos - tp
+        _, _, f_micro = prf(tp.sum(), fp.sum(), fn.sum())
+        if f_micro > best_micro + 1e-12:
+            best_micro, best_t = float(f_micro), float(t)
+        per_f1[i] = prf(tp, fp, fn)[2]
+    # Ties (common with few validation positives): the best threshold closest to the global one.
+    per = np.empty(scores.shape[1])
+    for j in range(scores.shape[1]):
+        best = grid[per_f1[:, j] >= per_f1[:, j].max() - 1e-12]
+        per[j] = best[np.argmin(np.abs(best - best_t))]
+    fallback = n_pos == 0
+    per[fallback] = best_t
+    return best_t, per, fallback
+
+
+def all_metrics(scores, labels, thresholds, *, train_counts, label_names, boundaries=(35, 8)):
+    """Metrics at 0.5, at the tuned global threshold and at the per-label thresholds."""
+    kw = dict(train_counts=train_counts, label_names=label_names, boundaries=boundaries)
+    return {"at_0.5": metrics_at(scores, labels, 0.5, **kw),
+            "global": metrics_at(scores, labels, thresholds["global"], **kw),
+            "per_class": metrics_at(scores, labels, np.asarray(thresholds["per_class_vector"]), **kw)}
+
+
+def pr_curve(scores, labels):
+    """Precision and recall at every distinct score of one label (descending)."""
+    scores = np.asarray(scores, np.float64)
+    y = np.asarray(labels) > 0.5
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(y[order])
+    fp = np.cumsum(~y[order])
+    keep = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
+    precision = tp[keep] / np.maximum(tp[keep] + fp[keep], 1)
+    recall = tp[keep] / max(int(y.sum()), 1)
+    return np.r_[1.0, precision], np.r_[0.0, recall]

@@ -1,0 +1,126 @@
+"""``fusedfocal evaluate`` and ``fusedfocal predict``: load a run folder and use its stored thresholds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fusedfocal.cli import CLIError
+from fusedfocal.cli.train import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, predict_scores
+
+
+def load_run(run_dir):
+    """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete."""
+    run_dir = Path(run_dir)
+    missing = [f for f in (CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, "label_vocab.json", "wordpiece_vocab.txt")
+               if not (run_dir / f).exists()]
+    if missing:
+        raise CLIError("RUN_DIR", f"expected a finished run folder (written by fusedfocal train); received "
+                                  f"{str(run_dir)!r}, which lacks {', '.join(missing)}")
+    import keras
+
+    from fusedfocal import data
+    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
+
+    cfg = json.loads((run_dir / CONFIG_FILE).read_text())
+    pcfg = data.PipelineConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["pipeline"].items()})
+    pipeline = data.TextPipeline.from_directory(pcfg, run_dir)
+    model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False)
+    thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
+    out_dim = model.output_shape[-1]
+    if out_dim != len(pipeline.label_vocab) or len(thresholds["per_class_vector"]) != out_dim:
+        raise CLIError("RUN_DIR", f"the label vocabulary does not match the model: expected {out_dim} labels "
+                                  f"(model outputs); received {len(pipeline.label_vocab)} in label_vocab.json and "
+                                  f"{len(thresholds['per_class_vector'])} thresholds")
+    return model, pipeline, thresholds, cfg
+
+
+def cmd_evaluate(args):
+    from fusedfocal.cli import evaluate as ev
+    from fusedfocal.cli import report
+    from fusedfocal.cli.train import _read, summary_lines
+
+    model, pipe, thresholds, cfg = load_run(args.run_dir)
+    stored = cfg["args"]
+    for key in ("text_field", "labels_field", "label_separator"):
+        if getattr(args, key) is None:
+            setattr(args, key, stored.get(key))
+    texts, label_lists = _read(args.data, args, "--data")
+    labels = pipe.label_vocab
+    y, unknown = labels.encode(label_lists)
+    known = sum(1 for ls in label_lists for n in ls if n in labels)
+    if unknown and known == 0:
+        raise CLIError("--data", (
+            f"the label vocabulary of this data does not match the run's: expected labels such as "
+            f"{labels.labels[:5]} ({len(labels)} in {Path(args.run_dir) / 'label_vocab.json'}); received "
+            f"{len(unknown)} label name(s), none of them known, e.g. {sorted(unknown)[:5]}"))
+    groups = tuple(args.groups or stored.get("groups") or (35, 8))
+    scores = predict_scores(model, pipe, texts)
+    metrics = ev.all_metrics(scores, y, thresholds, train_counts=labels.counts, label_names=labels.labels,
+                             boundaries=groups)
+    result = {"run": str(args.run_dir), "data": [str(p) for p in args.data], "eval_split": "given data",
+              "documents": {"eval": len(texts), "validation": "-"}, "labels": len(labels),
+              "unknown_eval_labels": dict(unknown),
+              "unknown_eval_label_occurrences": int(sum(unknown.values())),
+              "thresholds": {"global": thresholds["global"], "source": str(Path(args.run_dir) / THRESHOLDS_FILE)},
+              "metrics": metrics}
+    out = Path(args.output) if args.output else Path(args.run_dir) / "evaluation.json"
+    report.write_json(out, result)
+    lines = summary_lines({**result, "documents": {"eval": len(texts), "validation": "stored"}})
+    lines[0] = (f"Evaluated {args.run_dir} on {' '.join(map(str, args.data))} ({len(texts)} documents, "
+                f"{len(labels)} labels) with the run's stored thresholds.")
+    if not unknown:
+        lines.append("Every eval label is in the run's label vocabulary.")
+    for line in lines:
+        print(line)
+    print(f"Wrote {out}")
+
+
+def _read_texts(path, field):
+    p = Path(path)
+    if not p.exists():
+        raise CLIError("--file", f"expected an existing file; received {path!r}")
+    opener = __import__("gzip").open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f if line.strip()]
+    texts = []
+    for i, line in enumerate(lines, 1):
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CLIError("--file", f"{path}:{i}: expected a JSON object or plain text; received malformed JSON ({e.msg})")
+            if field not in obj:
+                raise CLIError("--file", f"{path}:{i}: expected a field {field!r}; received keys {sorted(obj)}")
+            texts.append(str(obj[field]))
+        else:
+            texts.append(line)
+    return texts
+
+
+def cmd_predict(args):
+    model, pipe, thresholds, cfg = load_run(args.run_dir)
+    texts = list(args.texts)
+    if args.file:
+        texts += _read_texts(args.file, args.text_field or cfg["args"].get("text_field") or "text")
+    if not texts:
+        raise CLIError("TEXT", "expected at least one text (as arguments or with --file); received none")
+    scores = predict_scores(model, pipe, texts)
+    names = pipe.label_vocab.labels
+    th = np.full(len(names), args.threshold) if args.threshold is not None else np.asarray(thresholds["per_class_vector"])
+    for text, row in zip(texts, scores):
+        if args.top_k:
+            idx = np.argsort(-row, kind="stable")[: args.top_k]
+        else:
+            idx = [j for j in np.argsort(-row, kind="stable") if row[j] >= th[j]]
+        picked = [(names[j], float(row[j])) for j in idx]
+        if args.json:
+            print(json.dumps({"text": text, "labels": [{"label": n, "score": round(s, 4)} for n, s in picked]}))
+        else:
+            short = text if len(text) <= 70 else text[:67] + "..."
+            print(f"{short!r}")
+            print("   " + (", ".join(f"{n} {s:.3f}" for n, s in picked) if picked else "(no label above its threshold)"))
+    sys.stdout.flush()

@@ -1,0 +1,123 @@
+"""Keras 3 text models over ``{"token_ids": int32 [B, T]}`` returning logits ``[B, C]``.
+
+* ``cnn`` (default): embedding (96), 1-D convolutions of widths 1, 2 and 3
+  (96 filters each), global max pooling, dropout, dense logits (Kim, 2014).
+* ``fasttext``: embedding bag (masked mean of the token embeddings) and dense
+  logits (Joulin et al., 2017); the fastest.
+* ``transformer``: token + position embeddings, 1-2 pre-norm encoder blocks
+  (``keras.layers.MultiHeadAttention`` with a padding mask), masked mean
+  pooling, dense logits.
+
+The logits layer always computes in float32 (mixed precision keeps the loss
+exact). With ``prior_bias=True`` its bias starts at ``log(p / (1 - p))`` for
+each label's training prior ``p``, so every label, rare ones included, starts
+calibrated (sigmoid(bias) = prior) instead of at 0.5.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["MODELS", "build_model", "prior_logits"]
+
+MODELS = ("cnn", "fasttext", "transformer")
+
+
+def prior_logits(priors, eps=1e-4):
+    """``log(p / (1 - p))`` of the priors clipped to ``[eps, 1 - eps]`` (float32)."""
+    p = np.clip(np.asarray(priors, np.float64), eps, 1 - eps)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="fusedfocal")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Token embedding plus a learned position embedding (positions ``< max_length``)."""
+
+    def __init__(self, vocab_size, max_length, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.max_length, self.dim = int(vocab_size), int(max_length), int(dim)
+        self.token = keras.layers.Embedding(self.vocab_size, self.dim, name="token")
+        self.position = keras.layers.Embedding(self.max_length, self.dim, name="position")
+
+    def build(self, input_shape):
+        self.token.build(input_shape)
+        self.position.build((None,))
+        self.built = True
+
+    def call(self, ids):
+        positions = ops.arange(ops.shape(ids)[1])
+        return self.token(ids) + ops.expand_dims(self.position(positions), 0)
+
+    def get_config(self):
+        return {**super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length,
+                "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="fusedfocal")
+class MaskedMeanPool(keras.layers.Layer):
+    """Mean of ``x [B, T, D]`` over the positions where ``ids != 0`` (padding is id 0)."""
+
+    def call(self, x, ids):
+        mask = ops.cast(ops.not_equal(ids, 0), x.dtype)[..., None]
+        return ops.sum(x * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), ops.cast(1.0, x.dtype))
+
+
+def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_bias=True,
+                embed_dim=None, filters=96, widths=(1, 2, 3), layers=1, heads=4, dropout=0.2, seed=0):
+    """Builds an uncompiled model.
+
+    Args:
+      name: One of :data:`MODELS`.
+      vocab_size: WordPiece vocabulary size.
+      num_labels: Number of labels ``C``.
+      max_length: Maximum sequence length (transformer positions).
+      priors: Training priors ``[C]`` for the bias initialisation.
+      prior_bias: Start the logits' bias at ``log(p / (1 - p))``.
+      embed_dim: Embedding width (default 96; fasttext 128).
+      filters: Convolution filters per width (cnn).
+      widths: Convolution widths (cnn).
+      layers: Encoder blocks (transformer).
+      heads: Attention heads (transformer).
+      dropout: Dropout rate before the logits (and inside the encoder).
+      seed: Seed of the dropout layers.
+    """
+    if name not in MODELS:
+        raise ValueError(f"Invalid value for argument `model`. Expected one of {list(MODELS)}. Received: {name!r}")
+    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    if name == "cnn":
+        dim = embed_dim or 96
+        x = keras.layers.Embedding(vocab_size, dim, name="embedding")(ids)
+        pooled = [keras.layers.GlobalMaxPooling1D(name=f"pool{w}")(
+            keras.layers.Conv1D(filters, w, padding="same", activation="relu", name=f"conv{w}")(x))
+            for w in widths]
+        h = keras.layers.Concatenate(name="concat")(pooled) if len(pooled) > 1 else pooled[0]
+    elif name == "fasttext":
+        dim = embed_dim or 128
+        x = keras.layers.Embedding(vocab_size, dim, name="embedding")(ids)
+        h = MaskedMeanPool(name="mean")(x, ids)
+        h = keras.layers.Dense(dim, activation="relu", name="hidden")(h)
+    else:
+        dim = embed_dim or 96
+        x = TokenAndPositionEmbedding(vocab_size, max_length, dim, name="embedding")(ids)
+        mask = ops.expand_dims(ops.not_equal(ids, 0), 1)  # [B, 1, T]: attend to tokens only
+        for i in range(layers):
+            y = keras.layers.LayerNormalization(name=f"ln_att{i}")(x)
+            y = keras.layers.MultiHeadAttention(heads, dim // heads, dropout=dropout, seed=seed + i,
+                                                name=f"attention{i}")(y, y, attention_mask=mask)
+            x = keras.layers.Add(name=f"res_att{i}")([x, y])
+            y = keras.layers.LayerNormalization(name=f"ln_ffn{i}")(x)
+            y = keras.layers.Dense(2 * dim, activation="gelu", name=f"ffn_in{i}")(y)
+            y = keras.layers.Dense(dim, name=f"ffn_out{i}")(y)
+            x = keras.layers.Add(name=f"res_ffn{i}")([x, y])
+        x = keras.layers.LayerNormalization(name="ln_final")(x)
+        h = MaskedMeanPool(name="mean")(x, ids)
+    if dropout:
+        h = keras.layers.Dropout(dropout, seed=seed, name="dropout")(h)
+    dense = keras.layers.Dense(num_labels, dtype="float32", name="logits")
+    logits = dense(h)
+    model = keras.Model({"token_ids": ids}, logits, name=f"fusedfocal_{name}")
+    if prior_bias and priors is not None:
+        dense.bias.assign(prior_logits(priors))
+    return model

@@ -1,0 +1,177 @@
+"""Tables (console and Markdown), JSON and PNG plots of runs and comparisons."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["fmt", "write_json", "comparison_rows", "render_table", "plot_recall_vs_frequency", "plot_pr_curves"]
+
+GROUPS = ("head", "medium", "tail")
+
+
+def fmt(value, pct=True, digits=1):
+    """A metric as text; ``None``/NaN as ``-``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100 * value:.{digits}f}" if pct else f"{value:.{digits}f}"
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _get(m, *keys):
+    for k in keys:
+        if m is None:
+            return None
+        m = m[k]
+    return m
+
+
+# (header, explanation, getter over one metrics block)
+COLUMNS = [
+    ("miP", "micro precision", lambda m: _get(m, "micro", "precision")),
+    ("miR", "micro recall", lambda m: _get(m, "micro", "recall")),
+    ("miF1", "micro F1: all (document, label) decisions pooled; dominated by frequent labels",
+     lambda m: _get(m, "micro", "f1")),
+    ("maP", "macro precision", lambda m: _get(m, "macro", "precision")),
+    ("maR", "macro recall", lambda m: _get(m, "macro", "recall")),
+    ("maF1", "macro F1: mean of per-label F1; every label counts the same, rare ones included",
+     lambda m: _get(m, "macro", "f1")),
+] + [
+    (f"{g[0].upper()}-{s}", f"{g} labels: macro {name}",
+     (lambda g, k: lambda m: _get(m, "groups", g, "macro", k))(g, k))
+    for g in GROUPS for s, name, k in (("R", "recall", "recall"), ("F1", "F1", "f1"))
+]
+
+
+def comparison_rows(results, mode):
+    """Rows ``[name, values...]`` of the comparison table at threshold ``mode``."""
+    return [[r["name"]] + [get(r["metrics"][mode]) for _, _, get in COLUMNS] for r in results]
+
+
+def render_table(results, mode, *, markdown=False):
+    """The comparison table; the best value of each column marked (``*`` or bold)."""
+    rows = comparison_rows(results, mode)
+    best = []
+    for c in range(1, len(COLUMNS) + 1):
+        vals = [r[c] for r in rows if r[c] is not None]
+        best.append(max(vals) if vals else None)
+    head = ["loss"] + [h for h, _, _ in COLUMNS]
+    body = []
+    for r in rows:
+        cells = [r[0]]
+        for c, v in enumerate(r[1:]):
+            s = fmt(v)
+            if v is not None and len(rows) > 1 and best[c] is not None and round(100 * v, 1) == round(100 * best[c], 1):
+                s = f"**{s}**" if markdown else s + "*"
+            cells.append(s)
+        body.append(cells)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
+    lines = ["  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(head))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
+              for cells in body]
+    return "\n".join(lines)
+
+
+def column_legend():
+    return "\n".join(f"  {h:6s} {d}" for h, d, _ in COLUMNS)
+
+
+def per_class_recall_table(results, mode, *, markdown=True):
+    """One row per label: training docs, eval docs, recall under each loss."""
+    names = [r["name"] for r in results]
+    base = results[0]["metrics"][mode]["per_class"]
+    head = ["label", "train docs", "eval docs"] + [f"R {n}" for n in names]
+    rows = []
+    for j, pc in enumerate(base):
+        vals = [r["metrics"][mode]["per_class"][j]["recall"] if pc["eval_docs"] else None for r in results]
+        rows.append([pc["label"], str(pc["train_docs"]), str(pc["eval_docs"])] + [fmt(v) for v in vals])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+    return "\n".join("\t".join(r) for r in [head] + rows)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_recall_vs_frequency(results, mode, path, boundaries=(35, 8)):
+    """Per-label recall against training documents (log x), one series per loss."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    markers = "os^vD<>pP*X"
+    for i, r in enumerate(results):
+        pcs = [p for p in r["metrics"][mode]["per_class"] if p["eval_docs"] > 0]
+        x = np.array([max(p["train_docs"], 1) for p in pcs], float)
+        y = np.array([p["recall"] for p in pcs])
+        jitter = np.exp(0.04 * (i - (len(results) - 1) / 2))
+        ax.scatter(x * jitter, y, s=18, alpha=0.75, marker=markers[i % len(markers)], label=r["name"])
+    for b in boundaries:
+        ax.axvline(b, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("training documents of the label (log scale)")
+    ax.set_ylabel(f"recall on the evaluation split ({mode} threshold)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("Per-label recall against label frequency (dashed: tail | medium | head)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pr_curves(curves, path):
+    """``curves``: {label: {"train_docs": n, "group": g, "losses": {name: (precision, recall)}}}."""
+    plt = _plt()
+    n = max(len(curves), 1)
+    cols = min(n, 2)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax, (label, c) in zip(axes.flat, curves.items()):
+        for name, (p, r) in c["losses"].items():
+            ax.plot(r, p, lw=1.4, label=name, drawstyle="steps-post")
+        ax.set_title(f"{label} ({c['group']}, {c['train_docs']} training docs)", fontsize=9)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis("off")
+    fig.suptitle("Precision-recall curves on the evaluation split", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
