@@ -9,6 +9,7 @@ initialises its devices.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -196,6 +197,28 @@ def main(argv=None):
     parser, subs = build_parser()
     args = parser.parse_args(argv)
     sub = subs[args.command]
+    with _restored_runtime_state():
+        return _dispatch(args, argv, sub)
+
+
+@contextlib.contextmanager
+def _restored_runtime_state():
+    """Undo what a run sets process-wide (op determinism, the mixed-precision
+    policy), so that ``main(argv)`` called in-process leaves its caller as it was."""
+    import keras
+    from tensorflow.python.framework import config as tf_config
+
+    determinism = tf_config.is_op_determinism_enabled()
+    policy = keras.mixed_precision.global_policy()
+    try:
+        yield
+    finally:
+        if not determinism and tf_config.is_op_determinism_enabled():
+            tf_config.disable_op_determinism()
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _dispatch(args, argv, sub):
     try:
         _configure_logical_cpus()
         if args.command == "train":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -61,7 +62,18 @@ def reset() -> None:
 def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=5)
+        warnings.warn(message, RuntimeWarning, stacklevel=_caller_stacklevel())
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside fusedfocal and TensorFlow,
+    so the warning names the user's line whatever wrappers lie between."""
+    internal = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                os.path.dirname(os.path.abspath(tf.__file__)))
+    frame, level = sys._getframe(2), 2  # level 1 is _warn_once itself
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_implementation(implementation) -> str:
