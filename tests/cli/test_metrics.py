@@ -47,6 +47,19 @@ def test_tune_thresholds_global_per_class_and_fallback():
     assert m["per_class"][0]["f1"] == 1.0
 
 
+def test_labels_with_few_validation_positives_keep_the_global_threshold():
+    y = np.zeros((100, 2), np.float32)
+    y[:40, 0] = 1
+    y[:2, 1] = 1  # two positives: too few to tune on
+    s = np.full((100, 2), 0.1)
+    s[:40, 0] = 0.8
+    s[:2, 1] = 0.05  # the two positives score below every negative
+    g, per, fallback = ev.tune_thresholds(s, y, min_positives=5)
+    assert fallback.tolist() == [False, True] and per[1] == g
+    _, per_unguarded, _ = ev.tune_thresholds(s, y, min_positives=1)
+    assert per_unguarded[1] <= 0.05  # what the guard prevents: a threshold under every score
+
+
 def test_pr_curve_endpoints():
     p, r = ev.pr_curve(np.array([.9, .8, .3, .1]), np.array([1, 0, 1, 0]))
     assert r[-1] == 1.0 and p[1] == 1.0 and p[-1] == 0.5

@@ -18,8 +18,8 @@ with ``zero_division=0`` on multi-label indicator arrays):
 
 Thresholds are tuned on the validation split held out from the training data,
 never on test: one global threshold maximising micro-F1 and one per label
-maximising that label's F1 (ties: the one closest to the global threshold); a label with no positive validation document
-falls back to the global threshold.
+maximising that label's F1 (ties: the one closest to the global threshold); a label with fewer
+than ``MIN_POSITIVES`` (5) positive validation documents falls back to the global threshold.
 """
 
 from __future__ import annotations
@@ -97,13 +97,20 @@ def metrics_at(scores, labels, thresholds, *, train_counts, label_names, boundar
     return out
 
 
-def tune_thresholds(scores, labels, grid=GRID):
+MIN_POSITIVES = 5
+
+
+def tune_thresholds(scores, labels, grid=GRID, *, min_positives=MIN_POSITIVES):
     """Global (micro-F1) and per-label (label F1) thresholds on validation scores.
+
+    A label with fewer than ``min_positives`` positive validation documents
+    keeps the global threshold: tuned on one or two positives, a per-label
+    threshold lands below a stray low score and floods the test split with
+    false positives (measured on the synthetic corpus: micro-F1 91 -> 51).
 
     Returns:
       ``(global_threshold, per_class [C], fallback_mask [C])``: ``fallback_mask``
-      marks labels without positive validation documents, which get the
-      global threshold.
+      marks the labels that got the global threshold.
     """
     scores = np.asarray(scores, np.float64)
     y = np.asarray(labels) > 0.5
@@ -124,7 +131,7 @@ def tune_thresholds(scores, labels, grid=GRID):
     for j in range(scores.shape[1]):
         best = grid[per_f1[:, j] >= per_f1[:, j].max() - 1e-12]
         per[j] = best[np.argmin(np.abs(best - best_t))]
-    fallback = n_pos == 0
+    fallback = n_pos < max(1, min_positives)
     per[fallback] = best_t
     return best_t, per, fallback
 
