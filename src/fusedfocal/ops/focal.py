@@ -50,10 +50,7 @@ def focal_loss_and_grad(x, y, alpha_t, gamma: float):
     u = tf.where(nonneg, one - y, y)
     w = one + t
     inv_1pt = tf.math.reciprocal(w)
-    from tensorflow.python.framework import ops as _ops
-    from tensorflow.python.ops import control_flow_util as _cfu
-
-    if _cfu.GraphOrParentsInXlaContext(_ops.get_default_graph()):
+    if native.in_xla_context():
         # log1p(t) as log(w) plus the rounding error of w = fl(1 + t), exact
         # (Sterbenz) for t in [0, 1]: log(w + e) = log(w) + e/w + O(e^2). As
         # accurate as log1p and cheaper under XLA CPU, whose log1p costs about
@@ -219,14 +216,6 @@ def _check_result_shape(labels_shape, logits_shape):
         )
 
 
-def _in_xla_context() -> bool:
-    """True while tracing inside ``tf.function(jit_compile=True)`` (or TPU)."""
-    from tensorflow.python.framework import ops as _ops
-    from tensorflow.python.ops import control_flow_util as _cfu
-
-    return _cfu.GraphOrParentsInXlaContext(_ops.get_default_graph())
-
-
 def _optimization_barrier():
     try:
         from tensorflow.compiler.tf2xla.python import xla as _tfxla
@@ -244,7 +233,7 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
         x = tf.cast(x_in, cdtype)
         same_shape = labels.shape.is_fully_defined() and labels.shape == x.shape
         y = labels if same_shape else tf.broadcast_to(labels, tf.shape(x))
-        xla = _in_xla_context()
+        xla = native.in_xla_context()
         # XLA CPU vectorises the innermost dimension: a narrow last axis (19
         # labels) leaves most SIMD lanes idle. Element-wise math does not care
         # about the shape, so flatten (a free bitcast) when nothing broadcasts
