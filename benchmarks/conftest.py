@@ -20,11 +20,6 @@ def full_benchmark(pytestconfig) -> bool:
     return bool(pytestconfig.getoption("--benchmark"))
 
 
-def sizes(full: bool, all_sizes, smoke_sizes):
-    """Pick the parameter list for the current mode."""
-    return all_sizes if full else smoke_sizes
-
-
 @pytest.fixture
 def run_benchmark(benchmark, full_benchmark):
     """``run_benchmark(fn, *args, rounds=..., warmup_rounds=..., **extra_info)``.

@@ -88,11 +88,11 @@ def focal_loss_and_grad(x, y, alpha_t, gamma: float):
     return loss, grad
 
 
-def _alpha_t(alpha, y, num_classes):
+def _alpha_t(alpha, y):
     """``alpha*y + (1-alpha)*(1-y)``, or ``None`` without class weighting."""
     if alpha is None:
         return None
-    a = tf.cast(alpha, y.dtype) if not isinstance(alpha, float) else tf.constant(alpha, y.dtype)
+    a = tf.cast(alpha, y.dtype)
     return (1.0 - a) + (2.0 * a - 1.0) * y
 
 
@@ -203,13 +203,10 @@ def sigmoid_focal_loss(
 
 
 def _check_result_shape(labels_shape, logits_shape):
+    """Labels must broadcast *to* the logits' shape (the result is shaped like logits)."""
     out = tf.broadcast_static_shape(labels_shape, logits_shape)
-    if out.rank is not None and logits_shape.rank is not None and out.rank > logits_shape.rank:
-        raise v.invalid(
-            "labels", f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
-            f"shape {tuple(labels_shape)}", describe=True,
-        )
-    if not out.is_compatible_with(logits_shape):
+    grows_rank = out.rank is not None and logits_shape.rank is not None and out.rank > logits_shape.rank
+    if grows_rank or not out.is_compatible_with(logits_shape):
         raise v.invalid(
             "labels", f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
             f"shape {tuple(labels_shape)}", describe=True,
@@ -227,6 +224,7 @@ def _optimization_barrier():
 def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
     cdtype = labels.dtype
     alpha_tensor = None if alpha is None or isinstance(alpha, float) else tf.cast(alpha, cdtype)
+    alpha_arg = alpha if isinstance(alpha, float) else alpha_tensor
 
     @tf.custom_gradient
     def forward(x_in):
@@ -245,8 +243,7 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
             x, y = tf.reshape(x, [-1, _ROW]), tf.reshape(y, [-1, _ROW])
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
-        a = alpha if isinstance(alpha, float) else alpha_tensor
-        alpha_t = _alpha_t(a, y, None)
+        alpha_t = _alpha_t(alpha_arg, y)
         barrier = _optimization_barrier() if xla else None
         if barrier is None:
             loss, grad = focal_loss_and_grad(x, y, alpha_t, gamma)
