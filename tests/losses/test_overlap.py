@@ -49,3 +49,17 @@ def test_bad_arguments():
         L.tversky_loss(X, Y, alpha=-0.1)
     with pytest.raises(ValueError, match="Invalid value for argument `weights`"):
         L.dice_loss(X, Y, weights=np.ones(3))
+
+
+@pytest.mark.parametrize("loss", [L.dice_loss, L.tversky_loss], ids=["dice", "tversky"])
+@pytest.mark.parametrize("smooth", [0.0, 1.0])
+def test_nan_logit_propagates_to_the_value(loss, smooth):
+    """A NaN logit gives a NaN loss (and gradient) in its class, as every other loss does."""
+    x = tf.Variable(np.array([[0.5, np.nan], [1.0, -2.0]], np.float32))
+    y = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    with tf.GradientTape() as tape:
+        value = loss(x, y, smooth=smooth)
+    grad = tape.gradient(value, x).numpy()
+    assert np.isnan(value.numpy()[1]) and np.isfinite(value.numpy()[0])
+    assert np.isnan(grad[:, 1]).all() and np.isfinite(grad[:, 0]).all()
+    assert np.isnan(loss(x, y, smooth=smooth, per_class=False).numpy())

@@ -119,5 +119,8 @@ def _tversky(logits, labels, weights, reduction, *, alpha, beta, smooth, per_cla
     fn = tf.reduce_sum(w * q * y, axis=axis)
     num = tp + smooth
     den = tp + alpha * fp + beta * fn + smooth
-    score = tf.where(den > 0, num / tf.where(den > 0, den, tf.ones_like(den)), tf.ones_like(den))
+    # Only an exact 0 (smooth = 0, nothing predicted or present) is a perfect score; NaN stays NaN
+    # (a `den > 0` test would turn a NaN logit into a finite loss with a NaN gradient).
+    zero = tf.equal(den, 0)
+    score = tf.where(zero, tf.ones_like(den), num / tf.where(zero, tf.ones_like(den), den))
     return v.reduce(1.0 - score, reduction)

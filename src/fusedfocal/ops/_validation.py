@@ -165,14 +165,41 @@ def compute_dtype(dtype: tf.DType) -> tf.DType:
     return tf.float64 if dtype == tf.float64 else tf.float32
 
 
+def in_xla_context() -> bool:
+    """True while tracing inside an XLA-compiled function (``jit_compile=True``)."""
+    if tf.executing_eagerly():
+        return False
+    from tensorflow.python.ops import control_flow_util
+
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
 def assert_labels_in_unit_interval(labels: tf.Tensor, name: str = "labels"):
-    """Opt-in run-time check: every label is in [0, 1]."""
+    """Opt-in run-time check: every label is a number in [0, 1].
+
+    Three asserts, each with its own message, so that a NaN label is reported as
+    NaN (not as "< 0") whichever assert runs first. XLA compiles run-time asserts
+    away, so inside an XLA-compiled function (``jit_compile=True``, which Keras
+    uses on GPU by default) this raises a ``ValueError`` at trace time instead
+    of silently checking nothing.
+    """
+    if in_xla_context():
+        raise ValueError(
+            f"Invalid value for argument `check_labels`. Expected False inside an XLA-compiled function "
+            f"(XLA drops run-time assertions, so the check on `{name}` would silently do nothing). "
+            f"Received: check_labels=True under jit_compile=True. Check the labels outside the compiled "
+            f"function, or compile without XLA (jit_compile=False).")
+    nan = tf.math.is_nan(labels)
+    zero, one = tf.zeros([], labels.dtype), tf.ones([], labels.dtype)
     return [
+        tf.debugging.assert_equal(
+            tf.reduce_any(nan), False,
+            message=f"Invalid value for argument `{name}`: expected every entry in [0, 1]; found NaN."),
         tf.debugging.assert_greater_equal(
-            labels, tf.zeros([], labels.dtype),
+            tf.where(nan, zero, labels), zero,
             message=f"Invalid value for argument `{name}`: expected every entry in [0, 1]; found one < 0."),
         tf.debugging.assert_less_equal(
-            labels, tf.ones([], labels.dtype),
+            tf.where(nan, one, labels), one,
             message=f"Invalid value for argument `{name}`: expected every entry in [0, 1]; found one > 1."),
     ]
 
