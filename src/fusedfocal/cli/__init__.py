@@ -141,6 +141,9 @@ def build_parser():
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out from its last finished epoch, with its stored "
                         "settings (flags given now override them)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, a folder holding a started or finished "
+                        "run is refused)")
     _add_train_flags(t)
 
     c = sub.add_parser("compare", help="train the same model with several losses and compare them",
@@ -150,6 +153,10 @@ def build_parser():
                    help="comma-separated losses, each optionally with parameters: "
                         "'bce,focal:gamma=2,alpha=0.25,asl,cb,db' (default bce,focal,asl,cb,db); repeatable")
     c.add_argument("--out", default="runs/compare", metavar="DIR", help="output folder (default runs/compare)")
+    c.add_argument("--resume", action="store_true",
+                   help="continue an interrupted comparison in --out with its stored settings: finished losses "
+                        "are kept, an interrupted one resumes from its checkpoint")
+    c.add_argument("--overwrite", action="store_true", help="replace the comparison already in --out")
     c.add_argument("--threshold-mode", default="global", choices=["global", "per_class", "0.5"],
                    help="thresholds of the main table (default global: one threshold tuned on validation, "
                         "as Huang et al.)")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusedfocal.cli import CLIError
+from fusedfocal.cli import CLIError, rundir
 
 __all__ = ["Prepared", "prepare", "build_loss", "parse_loss_params", "train_run", "cmd_train", "resume_args"]
 
@@ -20,6 +20,9 @@ MODEL_FILE = "model.keras"
 THRESHOLDS_FILE = "thresholds.json"
 METRICS_FILE = "metrics.json"
 EPOCHS_FILE = "epochs.jsonl"
+# what a run writes into its folder: any of them means a started (or finished) run
+RUN_FILES = (CONFIG_FILE, EPOCHS_FILE, "backup", MODEL_FILE, THRESHOLDS_FILE, METRICS_FILE, "label_vocab.json",
+             "wordpiece_vocab.txt", "logs", "evaluation.json")
 SYNTHETIC = "the built-in synthetic corpus (synthetic_splits(seed=0): 4000 train / 1000 test documents, 19 labels)"
 # train flags stored in config.json and restored by --resume
 _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "loss", "gamma", "alpha", "gamma_neg",
@@ -256,23 +259,28 @@ def use_jit(args):
             and not is_op_determinism_enabled())
 
 
-class EpochLog:
-    """Appends one JSON line per finished epoch to RUN/epochs.jsonl (epoch numbers are 1-based)."""
+def epoch_order(n, seed, epoch):
+    """The order in which epoch ``epoch`` (0-based) reads the ``n`` training documents: a function of
+    the seed and the epoch only, so a resumed run reads every epoch as an uninterrupted one does."""
+    return np.random.default_rng([seed, 3, epoch]).permutation(n)
 
-    def __new__(cls, path):
-        import keras
 
-        class _EpochLog(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self._t0 = time.time()
+def history_keys(records):
+    keys = []
+    for r in records:
+        keys += [k for k in r if k not in ("epoch", "seconds") and k not in keys]
+    return keys
 
-            def on_epoch_end(self, epoch, logs=None):
-                rec = {"epoch": epoch + 1, "seconds": round(time.time() - self._t0, 3)}
-                rec.update({k: float(v) for k, v in (logs or {}).items()})
-                with open(path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(rec) + "\n")
 
-        return _EpochLog()
+def save_vocabularies(pipeline, run_dir):
+    """The tokenizer and label vocabularies, each file written atomically into ``run_dir``."""
+    import tempfile
+
+    run_dir = Path(run_dir)
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".vocab-") as tmp:
+        pipeline.save_vocabularies(tmp)
+        for f in Path(tmp).iterdir():
+            os.replace(f, run_dir / f.name)
 
 
 def predict_scores(model, pipeline, texts, batch_size=256):
@@ -413,17 +421,18 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     pipe = prep.pipeline
     labels = pipe.label_vocab
     if chief:
-        pipe.save_vocabularies(run_dir)
+        save_vocabularies(pipe, run_dir)
         if not resume or not (run_dir / CONFIG_FILE).exists():
             report.write_json(run_dir / CONFIG_FILE, {
                 "fusedfocal_cli": 1, "args": stored_args(args),
                 "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
                 "pipeline": dataclasses.asdict(pipe.config), "data": prep.description})
+    checkpoints = rundir.Checkpoints(work_dir)
     if not resume:
         (work_dir / EPOCHS_FILE).unlink(missing_ok=True)
         import shutil
 
-        shutil.rmtree(work_dir / "backup", ignore_errors=True)
+        checkpoints.remove()
         shutil.rmtree(work_dir / "logs", ignore_errors=True)
 
     priors = prep.fit_counts / max(prep.fit_docs, 1)
@@ -436,9 +445,31 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss, jit_compile=use_jit(args))
 
     fit_texts, fit_labels = prep.fit
+    # Resume: weights, optimizer state, dropout RNG state and the epoch log of the newest readable
+    # checkpoint (the model and its optimizer exist now; fit() starts at that epoch).
+    initial_epoch, records = checkpoints.restore(model, log=log) if resume else (0, [])
+    if resume:
+        rundir.write_epoch_log(work_dir / EPOCHS_FILE, records)  # drops lines of epochs not checkpointed
+        if initial_epoch:
+            log(f"Resuming {work_dir} after epoch {initial_epoch} of {args.epochs}.")
+
+    def epochs_dataset(ctx=None):
+        # Epoch e reads the documents in epoch_order(seed, e), whichever process trains it.
+        parts = [pipe.dataset(fit_texts, fit_labels, training=True, input_context=ctx,
+                              order=epoch_order(len(fit_texts), args.seed, e))
+                 for e in range(initial_epoch, args.epochs)]
+        ds = parts[0]
+        for part in parts[1:]:
+            ds = ds.concatenate(part)
+        return ds
+
+    drop = pipe.config.drop_remainder if pipe.config.drop_remainder is not None else pipe.config.fixed_shape
     if args.strategy == "default":
-        train_ds = pipe.dataset(fit_texts, fit_labels, training=True)
-        steps = None
+        steps = len(fit_texts) // args.batch_size if drop else -(-len(fit_texts) // args.batch_size)
+        if steps < 1:
+            raise CLIError("--batch-size", f"expected at most {len(fit_texts)} (training documents); "
+                                           f"received {args.batch_size}")
+        train_ds = epochs_dataset() if initial_epoch < args.epochs else None
         val_ds = pipe.dataset(*prep.val, training=False)
     else:
         steps = len(fit_texts) // args.batch_size
@@ -446,7 +477,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
             raise CLIError("--batch-size", f"expected at most {len(fit_texts)} (training documents) with "
                                            f"--strategy {args.strategy}; received {args.batch_size}")
         train_ds = strategy.distribute_datasets_from_function(
-            lambda ctx: pipe.dataset(fit_texts, fit_labels, training=True, input_context=ctx).repeat())
+            lambda ctx: epochs_dataset(ctx).repeat()) if initial_epoch < args.epochs else None
         # Keras 3.15's fit() under a strategy builds the model from the first batch of the distributed
         # iterator (consuming it) by reducing it across replicas, which fails for a multi-worker
         # strategy. The functional model is built already; build the optimizer here and skip that step
@@ -464,20 +495,29 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         val_ds = None
     if args.profile:
         check_profiler()
-    n_steps = steps or -(-len(fit_texts) // args.batch_size)
+    n_steps = steps
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup"), save_freq="epoch", double_checkpoint=True),
-        EpochLog(work_dir / EPOCHS_FILE),
+        rundir.epoch_callback(checkpoints, work_dir / EPOCHS_FILE, records),
         tensorboard_callback(work_dir / "logs", profile_batches(args, n_steps)),
     ]
+    if args.profile:  # name each step for the profiler's overview / step-time / input-pipeline tools
+        from fusedfocal.profiling import StepMarker
+
+        callbacks.append(StepMarker())
     if title:
         log(title)
     t0 = time.time()
-    history = model.fit(train_ds, epochs=args.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                        callbacks=callbacks, verbose=args.verbose)
-    train_seconds = time.time() - t0
+    if train_ds is not None:
+        model.fit(train_ds, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                  validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
+    train_seconds = time.time() - t0 + sum(r.get("seconds", 0.0) for r in records[:initial_epoch])
+    rundir.fault("before-final")
+    # Final files, each written atomically; the checkpoint stays until the last of them is in place,
+    # so a kill at any moment here is resumed from it (and rewrites the same files).
     if chief:
-        model.save(run_dir / MODEL_FILE)
+        with rundir.atomic_path(run_dir / MODEL_FILE) as tmp:
+            model.save(tmp)
+        rundir.fault("after-model")
 
     # Thresholds on validation only; metrics on the evaluation split.
     val_scores = predict_scores(model, pipe, prep.val[0])
@@ -495,8 +535,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     groups = tuple(args.groups)
     kw = dict(train_counts=labels.counts, label_names=labels.labels, boundaries=groups)
     metrics = ev.all_metrics(test_scores, test_y, thresholds, **kw)
-    epochs_log = [json.loads(line) for line in (work_dir / EPOCHS_FILE).read_text().splitlines() if line.strip()] \
-        if (work_dir / EPOCHS_FILE).exists() else []
+    epochs_log = list(records)  # every epoch exactly once, resumed runs included
     result = {
         "name": loss_label(loss_name, loss_params), "loss": loss_name,
         "loss_params": {k: v for k, (v, _) in loss_params.items()},
@@ -508,7 +547,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         "thresholds": {"global": g, "per_class_fallbacks": len(thresholds["fallback_to_global"])},
         "metrics": metrics,
         "validation_metrics": {"global": ev.metrics_at(val_scores, val_y, g, **kw)["micro"]},
-        "history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "history": {k: [float(r[k]) for r in epochs_log if k in r] for k in history_keys(epochs_log)},
         "epochs": epochs_log, "train_seconds": round(train_seconds, 2),
         "settings": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                      "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": args.seed,
@@ -518,7 +557,10 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     }
     if chief:
         report.write_json(run_dir / THRESHOLDS_FILE, thresholds)
+        rundir.fault("after-thresholds")
         report.write_json(run_dir / METRICS_FILE, result)
+        rundir.fault("after-metrics")
+    checkpoints.remove()  # the run is complete: metrics.json without backup/ marks it finished
     result["_scores"] = (test_scores, test_y)
     return result
 
@@ -545,8 +587,15 @@ def summary_lines(result):
     return lines
 
 
+def is_finished(run_dir):
+    """A finished run: ``metrics.json`` (the last final file) and no checkpoint left."""
+    run_dir = Path(run_dir)
+    return (run_dir / METRICS_FILE).exists() and not (run_dir / rundir.BACKUP_DIR).exists()
+
+
 def cmd_train(args):
     run_dir = Path(args.out)
+    rundir.check_folder(run_dir)
     params = parse_loss_params(args)
     make_strategy(args.strategy)
     from fusedfocal import losses
@@ -554,16 +603,22 @@ def cmd_train(args):
     if args.loss not in losses.NAMES:
         raise CLIError("--loss", f"invalid loss {args.loss!r}; expected one of {', '.join(losses.NAMES)}")
     prep = prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
-    if args.resume and not (run_dir / "backup").exists() and (run_dir / METRICS_FILE).exists():
-        log(f"{run_dir} already finished ({METRICS_FILE} exists); nothing to resume.")
-        return
-    build_loss(args.loss, params, prep.fit_counts, prep.fit_docs)  # validate before any training
+    build_loss(args.loss, params, prep.fit_counts, prep.fit_docs)  # validate before anything is written
     title = (f"Training {args.model} with loss {loss_label(args.loss, params)} on {prep.description}: "
              f"{prep.fit_docs} documents ({len(prep.val[0])} held out for thresholds), "
              f"{prep.pipeline.num_labels} labels, {args.epochs} epoch(s)"
              + (" [resumed]" if args.resume else ""))
     t0 = time.time()
-    result = train_run(args, prep, args.loss, params, run_dir, resume=args.resume, title=title)
+    chief, task_id = is_chief(make_strategy(args.strategy))
+    work_dir = run_dir if chief else run_dir / "workers" / f"worker-{task_id}"
+    with rundir.RunLock(work_dir):
+        if chief:
+            rundir.guard(run_dir, RUN_FILES, resume=args.resume, overwrite=getattr(args, "overwrite", False),
+                         finished=METRICS_FILE)
+        if args.resume and is_finished(run_dir):
+            log(f"{run_dir} already finished ({METRICS_FILE} exists, no checkpoint left); nothing to resume.")
+            return
+        result = train_run(args, prep, args.loss, params, run_dir, resume=args.resume, title=title)
     for line in summary_lines(result):
         print(line)
     chief, task_id = is_chief(make_strategy(args.strategy))

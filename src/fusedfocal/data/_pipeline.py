@@ -223,6 +223,7 @@ class TextPipeline:
         *,
         training: bool,
         input_context: tf.distribute.InputContext | None = None,
+        order: Sequence[int] | None = None,
     ) -> tf.data.Dataset:
         """Builds the dataset of one epoch (call ``.repeat()`` for more).
 
@@ -240,6 +241,11 @@ class TextPipeline:
           input_context: From ``strategy.distribute_datasets_from_function``:
             keep shard ``input_pipeline_id`` of ``num_input_pipelines`` and use
             ``get_per_replica_batch_size(config.batch_size)``.
+          order: A permutation of the documents to use instead of the seeded
+            shuffle (training only): the documents are read in this order and
+            not shuffled again. The command line passes one permutation per
+            epoch, a function of the seed and the epoch, so that a resumed run
+            reads epoch ``k`` in the same order as an uninterrupted one.
 
         Returns:
           A ``tf.data.Dataset`` of ``({"token_ids": int32 [B, T]}, float32 [B, C])``.
@@ -253,6 +259,12 @@ class TextPipeline:
         if not all(isinstance(t, str) for t in texts):
             bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
             raise TypeError(f"Expected every text to be a str. Received: {type(texts[bad]).__name__} at index {bad}")
+        if order is not None:
+            if sorted(order) != list(range(len(texts))):
+                raise ValueError(f"Expected `order` to be a permutation of range({len(texts)}). "
+                                 f"Received: {len(order)} indices")
+            texts = [texts[i] for i in order]
+            label_lists = [label_lists[i] for i in order]
         self.unknown_label_counts = self.label_vocab.unknown(label_lists)
         warn_unknown_labels(self.unknown_label_counts, "training data" if training else "evaluation data")
 
@@ -271,10 +283,11 @@ class TextPipeline:
         shuffle = dict(buffer_size=max(1, min(cfg.shuffle_buffer, num)), seed=cfg.seed,
                        reshuffle_each_iteration=True)
         bucketing = cfg.bucket_boundaries is not None and not cfg.fixed_shape
+        shuffled = training and order is None
 
         if not (cfg.cache or bucketing):
             # Uncached: shuffle raw documents, batch, then _decode (tokenize + _pack) each batch.
-            if training:
+            if shuffled:
                 ds = ds.shuffle(**shuffle)
             ds = ds.batch(batch_size, drop_remainder=drop)
             ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE)
@@ -284,7 +297,7 @@ class TextPipeline:
             ds = ds.map(self._decode_chunk, num_parallel_calls=AUTOTUNE).unbatch()
             if cfg.cache:
                 ds = ds.cache()
-            if training:
+            if shuffled:
                 ds = ds.shuffle(**shuffle)
             if bucketing:
                 bounds = list(cfg.bucket_boundaries)
