@@ -352,6 +352,9 @@ def summarize(path, *, loss_scope=LOSS_SCOPE, top=10):
     profiler_step = _overview_step_ms(overview)
     input_ms = input_us * per / 1e3
     analyzer = _analyzer_input_ms(_loads(conv.tool("input_pipeline_analyzer")))
+    input_source = "trace: Iterator::Root::* events (tf.data GetNext of each batch)"
+    if analyzer is not None and n_steps:  # the profiler's own per-step "Input" time (xprof)
+        input_ms, input_source = analyzer, "the profiler's input-pipeline analysis (per-step Input time)"
     return {
         "trace": {"session": str(session), "files": [str(f) for f in files], "converter": conv.backend},
         "xla": xla,
@@ -367,8 +370,7 @@ def summarize(path, *, loss_scope=LOSS_SCOPE, top=10):
                      "share": (v["us"] * per / 1e3) / mean_step if mean_step else 0.0, "count": v["count"]}
                     for k, v in ranked],
         "input": {"per_step_ms": input_ms, "share": input_ms / mean_step if mean_step else 0.0,
-                  "events": "Iterator::Root::* (tf.data GetNext of each batch)",
-                  "profiler_analyzer_ms": analyzer},
+                  "source": input_source},
     }
 
 
@@ -389,13 +391,15 @@ def _overview_step_ms(overview):
 
 
 def _analyzer_input_ms(tables):
-    """The input-pipeline analyzer's average input time per step (ms), or None."""
+    """The input-pipeline analyzer's mean input time per step (ms, from its per-step rows), or None."""
     try:
         for table in tables:
-            p = table.get("p", {})
-            if "infeed_time_ms_avg" in p and float(p.get("steptime_ms_average", 0)) > 0:
-                return float(p["infeed_time_ms_avg"])
-    except (TypeError, AttributeError, ValueError):
+            ids = [c.get("id") for c in table.get("cols", [])]
+            if "infeedTimeMs" in ids and table.get("rows"):
+                k = ids.index("infeedTimeMs")
+                vals = [float(r["c"][k]["v"]) for r in table["rows"]]
+                return sum(vals) / len(vals)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError):
         pass
     return None
 
@@ -428,8 +432,7 @@ def format_summary(s):
     for ev in lo["events"][:8]:
         lines.append(f"  {ev['kind']:<8} {ev['per_step_us']:9.2f} us/step  {ev['name']}")
     lines.append(f"Input pipeline: {s['input']['per_step_ms']:.4f} ms per step = {100 * s['input']['share']:.2f}% "
-                 "of the step" + (f" (profiler's input-pipeline analysis: {s['input']['profiler_analyzer_ms']:.1f} ms)"
-                                  if s["input"].get("profiler_analyzer_ms") is not None else ""))
+                 f"of the step (from {s['input']['source']})")
     lines.append("Top ops by self time per step:")
     for o in s["top_ops"]:
         tag = f" [loss {o['loss']}]" if o["loss"] else ""

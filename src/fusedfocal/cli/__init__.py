@@ -183,7 +183,10 @@ def build_parser():
     p.add_argument("--threshold", type=float, help="one threshold for every label instead of the stored ones")
     p.add_argument("--top-k", type=_positive_int, help="print the K best labels whatever their score")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
-    return parser, {"train": t, "compare": c, "evaluate": e, "predict": p}
+    from fusedfocal.cli import profile_cmd
+
+    pr = profile_cmd.add_parser(sub)
+    return parser, {"train": t, "compare": c, "evaluate": e, "predict": p, "profile": pr}
 
 
 def _configure_logical_cpus():
@@ -242,6 +245,10 @@ def _dispatch(args, argv, sub):
             from fusedfocal.cli import evaluate_cmd
 
             evaluate_cmd.cmd_evaluate(args)
+        elif args.command == "profile":
+            from fusedfocal.cli import profile_cmd
+
+            profile_cmd.cmd_profile(args)
         else:
             from fusedfocal.cli import evaluate_cmd
 
