@@ -61,3 +61,9 @@ __all__ += [
     "DistributionBalancedLoss", "LogCoshLoss", "LogitAdjustedBCELoss", "Poly1FocalLoss",
     "SparseCategoricalFocalLoss", "SquaredHingeLoss", "TverskyLoss", "WeightedBCELoss",
 ]
+
+# Profiling helpers (step markers for model.fit, trace summaries: fusedfocal.profiling).
+from fusedfocal import profiling  # noqa: E402
+from fusedfocal.profiling import StepMarker  # noqa: E402
+
+__all__ += ["profiling", "StepMarker"]

@@ -36,6 +36,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+import keras
+import tensorflow as tf
+
 __all__ = ["StepMarker", "STEP_NAME", "LOSS_SCOPE", "NATIVE_OP", "find_traces", "summarize", "format_summary"]
 
 STEP_NAME = "train"  # the step marker's event name
@@ -47,69 +50,45 @@ _ROOT_ITERATOR = re.compile(r"^Iterator::Root::\w+$")
 
 
 # ----------------------------------------------------------------------------- step markers
-def StepMarker(name=STEP_NAME):
+class StepMarker(keras.callbacks.Callback):
     """A Keras 3 callback that marks each training step for the TensorFlow profiler.
+
+    It wraps ``model.train_function`` for the duration of ``fit`` so that each call runs inside
+    ``tf.profiler.experimental.Trace(name, step_num=N, _r=1)``: ``_r=1`` makes it a root event,
+    which is what the profiler groups steps by (Keras' own "Profiled batch" event lacks it).
+    Its place in the callback list does not matter, and when no profiler is running it costs
+    one flag check per step. ``N`` counts the steps this callback saw (across ``fit`` calls),
+    from 0; the trace viewer shows the events as ``"<name> N"``.
 
     Args:
       name: The step event's name in the trace (default ``"train"``).
-
-    Returns:
-      A ``keras.callbacks.Callback``. It wraps ``model.train_function`` for the duration of
-      ``fit`` so that each call runs inside ``tf.profiler.experimental.Trace(name,
-      step_num=N, _r=1)`` (``_r=1`` makes it a root event, which is what the profiler groups
-      steps by; Keras' own "Profiled batch" event lacks it). Its place in the callback list
-      does not matter, and when no profiler is running it costs one flag check per step.
-      ``N`` counts the steps this callback saw (across ``fit`` calls), from 0.
     """
-    import keras
 
-    return _step_marker_class(keras)(name)
+    def __init__(self, name=STEP_NAME):
+        super().__init__()
+        self.name = str(name)
+        self.steps = 0
+        self._wrapped = None
 
+    def on_train_begin(self, logs=None):
+        fn = getattr(self.model, "train_function", None)
+        if fn is None or getattr(fn, "_fusedfocal_step_marker", False):
+            return
 
-_CLASSES = {}
+        def marked(*args, **kwargs):
+            with tf.profiler.experimental.Trace(self.name, step_num=self.steps, _r=1):
+                out = fn(*args, **kwargs)
+            self.steps += 1
+            return out
 
+        marked._fusedfocal_step_marker = True
+        self._wrapped = fn
+        self.model.train_function = marked
 
-def _step_marker_class(keras):
-    if "StepMarker" in _CLASSES:
-        return _CLASSES["StepMarker"]
-    import tensorflow as tf
-
-    class _StepMarker(keras.callbacks.Callback):
-        __doc__ = StepMarker.__doc__
-
-        def __init__(self, name=STEP_NAME):
-            super().__init__()
-            self.name = str(name)
-            self.steps = 0
+    def on_train_end(self, logs=None):
+        if self._wrapped is not None:
+            self.model.train_function = self._wrapped
             self._wrapped = None
-
-        def on_train_begin(self, logs=None):
-            fn = getattr(self.model, "train_function", None)
-            if fn is None or getattr(fn, "_fusedfocal_step_marker", False):
-                return
-            marker = self
-
-            def marked(*args, **kwargs):
-                with tf.profiler.experimental.Trace(marker.name, step_num=marker.steps, _r=1):
-                    out = fn(*args, **kwargs)
-                marker.steps += 1
-                return out
-
-            marked._fusedfocal_step_marker = True
-            self._wrapped = fn
-            self.model.train_function = marked
-
-        def on_train_end(self, logs=None):
-            if self._wrapped is not None:
-                self.model.train_function = self._wrapped
-                self._wrapped = None
-
-        def get_config(self):
-            return {"name": self.name}
-
-    _StepMarker.__name__ = _StepMarker.__qualname__ = "StepMarker"
-    _CLASSES["StepMarker"] = _StepMarker
-    return _StepMarker
 
 
 # ----------------------------------------------------------------------------- reading traces
@@ -129,7 +108,7 @@ def find_traces(path):
     for pattern in ("plugins/profile/*/*.xplane.pb", "*/plugins/profile/*/*.xplane.pb",
                     "logs/plugins/profile/*/*.xplane.pb", "logs/*/plugins/profile/*/*.xplane.pb"):
         for f in path.glob(pattern):
-            sessions.setdefault(f.parent, []).append(f)
+            sessions.setdefault(f.parent, set()).add(f)
     if not sessions:
         return None, []
     newest = max(sessions, key=lambda d: (d.name, str(d)))
@@ -172,7 +151,16 @@ class _Converter:
         return data.decode().split(",") if ok else []
 
     def events(self):
-        """Complete trace events as dicts ``{pid, tid, name, ts, dur, args}`` (microseconds)."""
+        """Complete trace events as dicts ``{pid, tid, name, ts, dur, args}`` (microseconds).
+
+        The trace viewer converts one host's XSpace at a time: the first file (this host's)."""
+        files, self.files = self.files, self.files[:1]
+        try:
+            return self._events()
+        finally:
+            self.files = files
+
+    def _events(self):
         if self.backend == "xprof":
             data = self.tool("trace_viewer")
             trace = json.loads(data) if data else {"traceEvents": []}

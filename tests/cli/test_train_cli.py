@@ -18,7 +18,9 @@ def test_train_writes_artifacts_and_sane_metrics(trained_run):
         assert (trained_run / name).is_file(), name
     assert not (trained_run / "backup").exists()  # removed once training finished
     assert list((trained_run / "logs").rglob("events.out.tfevents.*"))
-    assert list((trained_run / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))  # --profile 2
+    # --profile 2: RUN/logs/train/plugins/profile/<ts>/ with tensorboard installed, else RUN/logs/plugins/profile/<ts>/
+    assert list((trained_run / "logs").glob("*plugins/profile/*/*.xplane.pb")) or \
+        list((trained_run / "logs").glob("train/plugins/profile/*/*.xplane.pb"))
     m = json.loads((trained_run / "metrics.json").read_text())
     assert m["loss"] == "focal" and m["loss_params"] == {"gamma": 2.0}
     assert m["eval_split"] == "test" and m["documents"] == {"fit": 192, "validation": 48, "eval": 60}
@@ -83,7 +85,7 @@ def test_predict_texts_file_topk_json(trained_run, tiny_data, capsys, tmp_path):
     assert cli("predict", trained_run, "some text", "--threshold", "0") == 0
     out = capsys.readouterr().out
     assert all(lab in out for lab in labels), (labels, out)
-    assert cli("predict", trained_run, "some text", "--threshold", "1.01") == 0
+    assert cli("predict", trained_run, "some text", "--threshold", "1") == 0
     assert "no label above" in capsys.readouterr().out
 
 
