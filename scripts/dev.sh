@@ -3,8 +3,8 @@
 #   bash scripts/dev.sh demo [fusedfocal compare flags]   set up, then run the main job
 #   bash scripts/dev.sh test [pytest args]                set up, then run the tests
 # Set-up: creates .venv at the repository root if missing, installs the package
-# with its dev and plot extras (skipped when pyproject.toml is unchanged since
-# the last install), and builds the optional native CPU op (a failed build
+# with its dev, plot and profile extras (skipped when pyproject.toml and the
+# extras are unchanged since the last install), and builds the optional native CPU op (a failed build
 # falls back to the XLA path; it never fails the set-up, except in CI).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,11 +21,12 @@ if [ ! -x .venv/bin/python ]; then
   "$python_bin" -m venv .venv
 fi
 stamp=.venv/.fusedfocal-install-stamp
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+extras="dev,plots,profile"  # profile: tensorboard + xprof, so the profiler tests run in CI
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[dev.sh] installing fusedfocal[dev,plots] into .venv"
+  echo "[dev.sh] installing fusedfocal[$extras] into .venv"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev,plots]'
+  .venv/bin/python -m pip install --quiet -e ".[$extras]"
   echo "$want" > "$stamp"
 fi
 # The native CPU op is optional for users (a failed build falls back to the
