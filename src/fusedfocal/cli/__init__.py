@@ -51,6 +51,34 @@ def _positive_int(text):
     return v
 
 
+def _number(text, kind, ok, expected):
+    try:
+        v = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+    if kind is float and v != v:  # NaN
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"expected {expected}; received {text!r}")
+    return v
+
+
+def _ranged(kind, ok, expected):
+    """An argparse type: ``kind(text)`` that satisfies ``ok``, else "expected ...; received ..."."""
+    f = lambda text: _number(text, kind, ok, expected)  # noqa: E731
+    f.__name__ = expected  # argparse names the type in some messages
+    return f
+
+
+_nonnegative_float = _ranged(float, lambda v: 0 <= v < float("inf"), "a finite float >= 0")
+_positive_float = _ranged(float, lambda v: 0 < v < float("inf"), "a finite float > 0")
+_fraction = _ranged(float, lambda v: 0 <= v < 1, "a float in [0, 1)")
+_probability = _ranged(float, lambda v: 0 <= v <= 1, "a threshold in [0, 1]")
+_nonnegative_int = _ranged(int, lambda v: v >= 0, "an integer >= 0")
+_max_length = _ranged(int, lambda v: v >= 3, "an integer >= 3 ([CLS], at least one token, [SEP])")
+_vocab_size = _ranged(int, lambda v: v >= 6, "an integer >= 6 (the 5 special tokens and at least one more)")
+
+
 def _val_size(text):
     try:
         v = float(text)
@@ -71,18 +99,21 @@ def _add_data_flags(p, *, training=True):
     p.add_argument("--text-field", default="text", help="JSON key / column of the text (default: text)")
     p.add_argument("--labels-field", default="labels", help="JSON key / column of the labels (default: labels)")
     p.add_argument("--label-separator", default="|", help="label separator inside a CSV/TSV cell (default: |)")
+    p.add_argument("--split-string-labels", action="store_true",
+                   help="JSON Lines labels given as one string ('a|b') are split on --label-separator "
+                        "(default: such a record is an error)")
 
 
 def _add_train_flags(p):
     _add_data_flags(p)
     g = p.add_argument_group("loss parameters (only those given are passed; defaults are the loss's)")
-    g.add_argument("--gamma", type=float, help="focusing parameter (focal, cb, db, poly)")
+    g.add_argument("--gamma", type=_nonnegative_float, help="focusing parameter (focal, cb, db, poly)")
     g.add_argument("--alpha", help="positive-class weight: a float, 'none', or one float per label joined by '/'")
-    g.add_argument("--gamma-neg", type=float, help="asl: negative focusing parameter")
-    g.add_argument("--gamma-pos", type=float, help="asl: positive focusing parameter")
-    g.add_argument("--clip", type=float, help="asl: probability margin of the negatives")
-    g.add_argument("--beta", type=float, help="cb: effective-number beta; tversky: false-negative weight")
-    g.add_argument("--label-smoothing", type=float, help="bce / focal label smoothing")
+    g.add_argument("--gamma-neg", type=_nonnegative_float, help="asl: negative focusing parameter")
+    g.add_argument("--gamma-pos", type=_nonnegative_float, help="asl: positive focusing parameter")
+    g.add_argument("--clip", type=_fraction, help="asl: probability margin of the negatives")
+    g.add_argument("--beta", type=_nonnegative_float, help="cb: effective-number beta; tversky: false-negative weight")
+    g.add_argument("--label-smoothing", type=_fraction, help="bce / focal label smoothing")
     g.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other loss parameter, repeatable (e.g. --loss-param map_mu=0.9)")
     m = p.add_argument_group("model and optimisation")
@@ -91,15 +122,15 @@ def _add_train_flags(p):
     m.add_argument("--embed-dim", type=_positive_int, help="embedding width (default 96; fasttext 128)")
     m.add_argument("--filters", type=_positive_int, default=96, help="cnn filters per width (default 96)")
     m.add_argument("--layers", type=_positive_int, default=1, help="transformer encoder blocks (default 1)")
-    m.add_argument("--dropout", type=float, default=0.2, help="dropout before the logits (default 0.2)")
+    m.add_argument("--dropout", type=_fraction, default=0.2, help="dropout before the logits (default 0.2)")
     m.add_argument("--no-prior-bias", dest="prior_bias", action="store_false",
                    help="start the logits' bias at 0 instead of log(prior / (1 - prior))")
     m.add_argument("--epochs", type=_positive_int, default=5, help="training epochs (default 5)")
     m.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
-    m.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
-    m.add_argument("--max-length", type=_positive_int, default=128,
+    m.add_argument("--learning-rate", type=_positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    m.add_argument("--max-length", type=_max_length, default=128,
                    help="token ids per document, [CLS]/[SEP] included (default 128)")
-    m.add_argument("--vocab-size", type=_positive_int, default=8000, help="WordPiece vocabulary size (default 8000)")
+    m.add_argument("--vocab-size", type=_vocab_size, default=8000, help="WordPiece vocabulary size (default 8000)")
     m.add_argument("--val-size", type=_val_size,
                    help="documents held out from the training data to tune thresholds: a fraction or a "
                         "count (default: 1000 when there are >= 5000 training documents, as Huang et al. "
@@ -108,7 +139,7 @@ def _add_train_flags(p):
                    help="Keras mixed-precision policy (logits and loss stay float32)")
     m.add_argument("--jit-compile", default="auto", choices=["auto", "on", "off"],
                    help="XLA-compile the train step (auto: on with a GPU, off on CPU, where it is slower)")
-    m.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and the validation split")
+    m.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of weights, shuffling and the validation split")
     m.add_argument("--deterministic", action="store_true",
                    help="reproducible runs: op determinism and a deterministic input order (slower)")
     m.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
@@ -117,7 +148,7 @@ def _add_train_flags(p):
     m.add_argument("--groups", type=_groups, default=(35, 8), metavar="HEAD_MIN,TAIL_MAX",
                    help="label groups by training documents: head >= HEAD_MIN, tail <= TAIL_MAX, medium in "
                         "between (default 35,8 as in Huang et al. 2021)")
-    m.add_argument("--profile", type=int, default=0, metavar="STEPS",
+    m.add_argument("--profile", type=_nonnegative_int, default=0, metavar="STEPS",
                    help="capture a TensorFlow profiler trace of STEPS training steps into RUN/logs")
     m.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="Keras progress: 1 progress bar (default), 2 one line per epoch, 0 silent")
@@ -170,6 +201,7 @@ def build_parser():
     e.add_argument("--text-field", default=None)
     e.add_argument("--labels-field", default=None)
     e.add_argument("--label-separator", default=None)
+    e.add_argument("--split-string-labels", action="store_true", default=None)
     e.add_argument("--groups", type=_groups, default=None, metavar="HEAD_MIN,TAIL_MAX")
     e.add_argument("--output", metavar="JSON", help="write the metrics here (default RUN_DIR/evaluation.json)")
 
@@ -180,7 +212,7 @@ def build_parser():
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", metavar="FILE", help="one text per line, or JSON Lines with a text field")
     p.add_argument("--text-field", default=None)
-    p.add_argument("--threshold", type=float, help="one threshold for every label instead of the stored ones")
+    p.add_argument("--threshold", type=_probability, help="one threshold for every label instead of the stored ones")
     p.add_argument("--top-k", type=_positive_int, help="print the K best labels whatever their score")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     from fusedfocal.cli import profile_cmd
@@ -238,8 +270,10 @@ def _dispatch(args, argv, sub):
                 args = train.resume_args(sub, argv[1:], args)
             train.cmd_train(args)
         elif args.command == "compare":
-            from fusedfocal.cli import compare
+            from fusedfocal.cli import compare, train
 
+            if args.resume:
+                args = train.resume_args(sub, argv[1:], args)
             compare.cmd_compare(args)
         elif args.command == "evaluate":
             from fusedfocal.cli import evaluate_cmd

@@ -7,12 +7,15 @@ import time
 from pathlib import Path
 
 
-from fusedfocal.cli import CLIError
+from fusedfocal.cli import CLIError, rundir
 from fusedfocal.cli import evaluate as ev
 from fusedfocal.cli import report
-from fusedfocal.cli.train import log, loss_label, parse_value, prepare, build_loss, train_run
+from fusedfocal.cli.train import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, build_loss, is_finished, log, loss_label,
+                                  parse_value, predict_scores, prepare, stored_args, train_run)
 
 DEFAULT_LOSSES = "bce,focal,asl,cb,db"
+# what a comparison writes into --out: any of them means a started (or finished) comparison
+COMPARE_FILES = (CONFIG_FILE, "comparison.md", "comparison.json", "recall_vs_frequency.png", "pr_curves.png", "runs")
 MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
              "per_class": "per-label thresholds tuned on the validation split",
              "0.5": "threshold 0.5"}
@@ -83,6 +86,7 @@ def cmd_compare(args):
 
     make_strategy(args.strategy)
     out = Path(args.out)
+    rundir.check_folder(out)
     t_start = time.time()
     prep = prepare(args)
     runs = []
@@ -93,15 +97,43 @@ def cmd_compare(args):
         runs.append((name, tagged))
     labels_text = (f"{prep.pipeline.num_labels} labels; {prep.fit_docs} training documents, "
                    f"{len(prep.val[0])} held out for thresholds, {len(prep.test[0])} {prep.eval_split} documents")
-    results = []
-    for i, (name, tagged) in enumerate(runs, 1):
-        label = loss_label(name, tagged)
-        run_dir = out / "runs" / _slug(label)
-        title = f"[{i}/{len(runs)}] {args.model} + {label}: {args.epochs} epoch(s) on {labels_text}"
-        results.append(train_run(args, prep, name, tagged, run_dir, title=title))
-        results[-1]["run_dir"] = str(run_dir)
-    wall = time.time() - t_start
-    write_comparison(args, prep, results, out, wall, labels_text)
+    with rundir.RunLock(out):
+        rundir.guard(out, COMPARE_FILES, resume=args.resume, overwrite=args.overwrite, finished="comparison.json")
+        if not (args.resume and (out / CONFIG_FILE).exists()):
+            report.write_json(out / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
+                **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode}})
+        results = []
+        for i, (name, tagged) in enumerate(runs, 1):
+            label = loss_label(name, tagged)
+            run_dir = out / "runs" / _slug(label)
+            title = f"[{i}/{len(runs)}] {args.model} + {label}: {args.epochs} epoch(s) on {labels_text}"
+            with rundir.RunLock(run_dir):
+                if args.resume and is_finished(run_dir):
+                    log(f"{title}: finished already in {run_dir}, kept")
+                    results.append(finished_result(run_dir, prep))
+                else:
+                    resume = args.resume and (run_dir / CONFIG_FILE).exists()
+                    results.append(train_run(args, prep, name, tagged, run_dir, resume=resume,
+                                             title=title + (" [resumed]" if resume else "")))
+            results[-1]["run_dir"] = str(run_dir)
+        wall = time.time() - t_start
+        write_comparison(args, prep, results, out, wall, labels_text)
+
+
+def finished_result(run_dir, prep):
+    """The result of a finished run of an interrupted comparison: its metrics.json, with the
+    evaluation scores recomputed from its model.keras (for the precision-recall curves)."""
+    import json
+
+    import keras
+
+    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
+
+    result = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, compile=False)
+    scores = predict_scores(model, prep.pipeline, prep.test[0])
+    result["_scores"] = (scores, prep.pipeline.label_vocab.encode(prep.test[1])[0])
+    return result
 
 
 def write_comparison(args, prep, results, out, wall, labels_text):
@@ -131,7 +163,9 @@ def write_comparison(args, prep, results, out, wall, labels_text):
         cells.append(f"{r['train_seconds']:.0f}")
         f1_rows.append(cells)
     out.mkdir(parents=True, exist_ok=True)
-    recall_png = report.plot_recall_vs_frequency(results, mode, out / "recall_vs_frequency.png", groups)
+    recall_png = out / "recall_vs_frequency.png"
+    with rundir.atomic_path(recall_png) as tmp:
+        report.plot_recall_vs_frequency(results, mode, tmp, groups)
     curves = {}
     names = prep.pipeline.label_vocab.labels
     pcs = results[0]["metrics"]["global"]["per_class"]
@@ -139,7 +173,9 @@ def write_comparison(args, prep, results, out, wall, labels_text):
     for j in _pr_labels(results[0], groups):
         curves[names[j]] = {"train_docs": pcs[j]["train_docs"], "group": gmap[j], "losses": {
             r["name"]: ev.pr_curve(r["_scores"][0][:, j], r["_scores"][1][:, j]) for r in results}}
-    pr_png = report.plot_pr_curves(curves, out / "pr_curves.png")
+    pr_png = out / "pr_curves.png"
+    with rundir.atomic_path(pr_png) as tmp:
+        report.plot_pr_curves(curves, tmp)
 
     legend = report.column_legend()
     md = [f"# {title}", "", f"{labels_text}. {eval_text}. Best value per column in bold. "
@@ -154,7 +190,7 @@ def write_comparison(args, prep, results, out, wall, labels_text):
            f"![precision-recall curves]({pr_png.name})", "",
            f"Wall time: {wall:.0f}s. Runs (model.keras, thresholds.json, metrics.json, logs/): "
            + ", ".join(f"`{r['run_dir']}`" for r in results), ""]
-    (out / "comparison.md").write_text("\n".join(md), encoding="utf-8")
+    rundir.write_text(out / "comparison.md", "\n".join(md))
     payload = {"title": title, "data": prep.description, "eval_split": prep.eval_split, "threshold_mode": mode,
                "groups": {"boundaries": list(groups), **counts}, "wall_seconds": round(wall, 1),
                "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}

@@ -45,7 +45,7 @@ def cmd_evaluate(args):
 
     model, pipe, thresholds, cfg = load_run(args.run_dir)
     stored = cfg["args"]
-    for key in ("text_field", "labels_field", "label_separator"):
+    for key in ("text_field", "labels_field", "label_separator", "split_string_labels"):
         if getattr(args, key) is None:
             setattr(args, key, stored.get(key))
     texts, label_lists = _read(args.data, args, "--data")
@@ -81,13 +81,20 @@ def cmd_evaluate(args):
 
 def _read_texts(path, field):
     p = Path(path)
+    if p.is_dir():
+        raise CLIError("--file", f"expected a file of texts; received {path!r}, which is a folder")
     if not p.exists():
         raise CLIError("--file", f"expected an existing file; received {path!r}")
     opener = __import__("gzip").open if p.suffix == ".gz" else open
-    with opener(p, "rt", encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f if line.strip()]
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            # Line numbers count every line, blank ones included (blank lines are skipped, not renumbered).
+            lines = [(i, line.rstrip("\n")) for i, line in enumerate(f, 1) if line.strip()]
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise CLIError("--file", f"expected a readable UTF-8 text file (optionally .gz); received {path!r}, "
+                                 f"which could not be read ({type(e).__name__}: {e})")
     texts = []
-    for i, line in enumerate(lines, 1):
+    for i, line in lines:
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)
@@ -95,6 +102,9 @@ def _read_texts(path, field):
                 raise CLIError("--file", f"{path}:{i}: expected a JSON object or plain text; received malformed JSON ({e.msg})")
             if field not in obj:
                 raise CLIError("--file", f"{path}:{i}: expected a field {field!r}; received keys {sorted(obj)}")
+            if not str(obj[field]).strip():
+                raise CLIError("--file", f"{path}:{i}: expected a non-empty text in field {field!r}; received "
+                                         f"{obj[field]!r}")
             texts.append(str(obj[field]))
         else:
             texts.append(line)
@@ -104,6 +114,9 @@ def _read_texts(path, field):
 def cmd_predict(args):
     model, pipe, thresholds, cfg = load_run(args.run_dir)
     texts = list(args.texts)
+    for i, text in enumerate(texts, 1):
+        if not text.strip():
+            raise CLIError("TEXT", f"expected a non-empty text; received {text!r} as text {i} of {len(texts)}")
     if args.file:
         texts += _read_texts(args.file, args.text_field or cfg["args"].get("text_field") or "text")
     if not texts:

@@ -25,7 +25,7 @@ RUN_FILES = (CONFIG_FILE, EPOCHS_FILE, "backup", MODEL_FILE, THRESHOLDS_FILE, ME
              "wordpiece_vocab.txt", "logs", "evaluation.json")
 SYNTHETIC = "the built-in synthetic corpus (synthetic_splits(seed=0): 4000 train / 1000 test documents, 19 labels)"
 # train flags stored in config.json and restored by --resume
-_STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "loss", "gamma", "alpha", "gamma_neg",
+_STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "split_string_labels", "loss", "gamma", "alpha", "gamma_neg",
            "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim", "filters", "layers",
            "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length", "vocab_size", "val_size",
            "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups", "profile", "verbose")
@@ -42,14 +42,35 @@ def _read(paths, args, flag):
     try:
         texts, labels, stats = data.read_records(
             paths, text_field=args.text_field or "text", labels_field=args.labels_field or "labels",
-            label_separator=args.label_separator or "|")
+            label_separator=args.label_separator or "|",
+            string_labels="split" if getattr(args, "split_string_labels", False) else "raise")
     except FileNotFoundError as e:
         raise CLIError(flag, f"expected an existing file or glob; received {' '.join(map(str, paths))!r} ({e})")
+    except IsADirectoryError as e:
+        raise CLIError(flag, f"expected a file or glob; received {' '.join(map(str, paths))!r} ({e})")
     except ValueError as e:
-        raise CLIError(flag, f"could not read the data: {e}")
+        raise CLIError(flag, f"could not read the data: {_cli_hints(str(e))}")
     if not texts:
         raise CLIError(flag, f"expected at least one document; received an empty data set from {' '.join(map(str, paths))}")
     return texts, labels
+
+
+def _cli_hints(message):
+    """The readers' hints name library arguments; on the command line they are flags."""
+    import re
+
+    message = re.sub(r'pass string_labels="split" \(and label_separator=\.\.\.\)',
+                     "pass --split-string-labels (and --label-separator SEP)", message)
+    message = re.sub(r", or pass format= one of \[[^\]]*\]",
+                     " (the command line infers the format from the file name: rename the file)", message)
+    return message
+
+
+def _check_labelled(texts, labels, flag, paths, field):
+    if not any(labels):
+        raise CLIError(flag, (
+            f"expected documents with labels in the field {field!r}; received {len(texts)} documents from "
+            f"{' '.join(map(str, paths))}, none of them with a label (use --labels-field to name the field)"))
 
 
 def split_validation(n, val_size, seed):
@@ -87,6 +108,7 @@ def prepare(args, run_dir=None):
 
     if args.data:
         texts, labels = _read(args.data, args, "--data")
+        _check_labelled(texts, labels, "--data", args.data, args.labels_field or "labels")
         desc = ", ".join(str(p) for p in args.data)
     else:
         (texts, labels), test_synth = data.synthetic_splits(seed=0)
@@ -129,8 +151,31 @@ def prepare(args, run_dir=None):
             f"in {time.time() - t0:.1f}s")
         pipeline = data.TextPipeline(config, wordpiece, label_vocab)
     fit_y, _ = pipeline.label_vocab.encode(fit[1])
+    fit_counts = fit_y.sum(0).astype(np.int64)
+    if args.eval:
+        _check_eval_labels(test[1], pipeline.label_vocab, args.eval)
+    unseen = [name for name, n in zip(pipeline.label_vocab.labels, fit_counts) if n == 0]
+    if unseen:
+        log(f"warning: {len(unseen)} label(s) have no positive document among the {len(fit[0])} training "
+            f"documents (all of theirs were held out for validation), so the model cannot learn them: "
+            f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
+            "more data avoids this.")
     return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
-                    fit_counts=fit_y.sum(0).astype(np.int64), fit_docs=len(fit[0]), description=desc)
+                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc)
+
+
+def _check_eval_labels(label_lists, label_vocab, paths):
+    """``--eval`` data must share labels with the training data (as ``evaluate`` requires); checked
+    before anything is trained or written."""
+    names = {n for ls in label_lists for n in ls}
+    known = names & set(label_vocab.labels)
+    if known:
+        return
+    got = (f"{len(names)} label name(s), none of them in the training data, e.g. {sorted(names)[:5]}" if names
+           else "documents without any label")
+    raise CLIError("--eval", (
+        f"expected evaluation data labelled with the training labels, such as {label_vocab.labels[:5]} "
+        f"({len(label_vocab)} labels); received {got} in {' '.join(map(str, paths))}"))
 
 
 # ----------------------------------------------------------------------------- loss
@@ -181,17 +226,42 @@ def build_loss(name, params, class_counts, num_docs, flag="--loss"):
 
     if name not in losses.NAMES:
         raise CLIError(flag, f"invalid loss {name!r}; expected one of {', '.join(losses.NAMES)}")
+    import re
+
     values = {k: v for k, (v, _) in params.items()}
+    num_labels = len(class_counts)
+    for k, (v, f) in params.items():  # per-label vectors: one value per label, checked before any training
+        if isinstance(v, list) and len(v) != num_labels:
+            shown = f"--losses {k}=" if f == "--losses" else (f"{f} " if f != "--loss-param" else f"--loss-param {k}=")
+            raise CLIError(f, (f"expected one value per label for {k} ({num_labels} labels in the training data, "
+                               f"in label_vocab.json order) or a single value; received {len(v)} values "
+                               f"({shown}{'/'.join(map(str, v))})"))
     counts = np.maximum(np.asarray(class_counts, np.int64), 1)  # a label seen only in validation
+
+    def culprit(msg):  # the flag of the parameter the message is about, matched as a whole word
+        return next((f for k, (_, f) in params.items() if re.search(rf"(`{k}`|'{k}'|\b{k}=)", msg)), None)
+
     try:
         return losses.get(name, class_counts=counts, num_docs=int(num_docs), **values)
     except TypeError as e:
-        raise CLIError(flag if flag != "--loss" else "--loss-param",
-                       f"loss {name!r} does not take the parameter(s) given ({', '.join(values)}): {e}")
+        raise CLIError(culprit(str(e)) or (flag if flag != "--loss" else "--loss-param"),
+                       f"expected parameters that loss {name!r} takes ({', '.join(loss_parameters(name))}); "
+                       f"received {', '.join(values)} ({e})")
     except ValueError as e:
         msg = str(e)
-        culprit = next((f for k, (_, f) in params.items() if f"`{k}`" in msg or f"{k}=" in msg), None)
-        raise CLIError(culprit or flag, f"invalid parameter of loss {name!r}: {msg}")
+        raise CLIError(culprit(msg) or flag, f"invalid parameter of loss {name!r}: {msg}")
+
+
+def loss_parameters(name):
+    """The keyword parameters of a loss class (those the command line can pass)."""
+    import inspect
+
+    from fusedfocal import keras as fk
+    from fusedfocal import losses
+
+    skip = {"self", "reduction", "name", "dtype", "class_counts", "num_docs", "args", "kwargs"}
+    sig = inspect.signature(getattr(fk, losses.NAMES[name]).__init__)
+    return [k for k in sig.parameters if k not in skip] or ["none"]
 
 
 def loss_label(name, params):
@@ -225,7 +295,27 @@ def _new_strategy(name):
     if "TF_CONFIG" not in os.environ:
         raise CLIError("--strategy", "expected the TF_CONFIG environment variable (cluster and task) with "
                                      "--strategy multiworker; received none")
+    check_tf_config(os.environ["TF_CONFIG"])
     return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def check_tf_config(text):
+    """TF_CONFIG must be JSON with a cluster (a dict of address lists) and a task in it."""
+    expected = ("expected the TF_CONFIG environment variable to be JSON such as "
+                '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}')
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise CLIError("--strategy", f"{expected}; received malformed JSON ({e}): {text[:80]!r}")
+    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not all(
+            isinstance(v, list) and all(isinstance(a, str) for a in v) for v in cluster.values()):
+        raise CLIError("--strategy", f"{expected}; received TF_CONFIG without a valid 'cluster': {text[:80]!r}")
+    if not isinstance(task, dict) or task.get("type") not in cluster or not isinstance(task.get("index"), int) \
+            or not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise CLIError("--strategy", (f"{expected} (the task's type a key of the cluster, its index within that "
+                                      f"list); received task {task!r}"))
 
 
 def is_chief(strategy):

@@ -33,7 +33,9 @@ import gzip
 import io
 import json
 import os
+import re
 import warnings
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
@@ -141,6 +143,9 @@ def resolve_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
             files.extend(Path(m) for m in matches)
         elif os.path.isfile(p):
             files.append(Path(p))
+        elif os.path.isdir(p):
+            raise IsADirectoryError(f"{p}: is a folder, not a file; expected a file or a glob such as "
+                                    f"'{os.path.join(p, '*.jsonl')}'.")
         else:
             raise FileNotFoundError(f"{p}: no such file.")
     if not files:
@@ -355,7 +360,7 @@ def read_records(
             records = _iter_csv(path, "," if fmt == "csv" else "\t", text_field, labels_field, label_separator, stats)
         else:
             records = _iter_tfrecord(path, text_field, labels_field, stats)
-        for _, record in records:
+        for _, record in _readable(records, path, fmt):
             if isinstance(record, _RecordError):
                 if on_error == "raise":
                     raise ValueError(str(record))
@@ -373,6 +378,23 @@ def read_records(
     if warn:
         _warn_stats(stats)
     return texts, label_lists, stats
+
+
+def _readable(records, path: Path, fmt: str):
+    """``records``, with a truncated or corrupt file (bad gzip stream, damaged TFRecord) turned into
+    a ``ValueError`` naming the file instead of a low-level traceback."""
+    try:
+        yield from records
+    except Exception as e:
+        low_level = isinstance(e, (EOFError, OSError, zlib.error)) or type(e).__module__.startswith("tensorflow")
+        if not low_level or isinstance(e, FileNotFoundError):
+            raise
+        gz = path.name.lower().endswith(".gz")
+        kind = ("gzip-compressed " if gz else "") + ("TFRecord" if fmt == "tfrecord" else fmt.upper())
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        detail = re.sub(r"\s*\[Op:.*$", "", re.sub(r"\{\{[^}]*\}\}\s*", "", detail))[:200]  # TF's op noise
+        raise ValueError(f"{path}: expected a complete {kind} file; received a truncated or corrupt one "
+                         f"({type(e).__name__}{': ' + detail if detail else ''}).") from None
 
 
 def _warn_stats(stats: ReadStats) -> None:
