@@ -5,13 +5,11 @@
 // instruction set this CPU supports (focal_cpu.h) and writes its loss sum to
 // its own slot, and the slots are added in order, so results do not depend
 // on the number of threads.
-#include <stdlib.h>
 #include <string.h>
 
 #include <algorithm>
-#include <vector>
 
-#include "focal_cpu.h"
+#include "focal_cpu_driver.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
@@ -33,26 +31,10 @@ namespace errors = ::tensorflow::errors;
 
 namespace {
 
-constexpr int64_t kBlock = 16384;  // elements per shard unit (64 KiB of float32)
-
 template <typename T> struct DtypeCode;
 template <> struct DtypeCode<float> { static constexpr int value = FF_FLOAT32; };
 template <> struct DtypeCode<Eigen::half> { static constexpr int value = FF_FLOAT16; };
 template <> struct DtypeCode<Eigen::bfloat16> { static constexpr int value = FF_BFLOAT16; };
-
-// The widest supported instruction set, lowered by FUSEDFOCAL_CPU_ISA
-// (avx512 | avx2 | sse2), which tests use to cover every variant.
-FusedFocalCpuFn SelectCpuFn() {
-  __builtin_cpu_init();
-  int level = 0;
-  if (__builtin_cpu_supports("x86-64-v3")) level = 1;
-  if (__builtin_cpu_supports("x86-64-v4")) level = 2;
-  if (const char* env = getenv("FUSEDFOCAL_CPU_ISA")) {
-    if (strcmp(env, "sse2") == 0) level = 0;
-    else if (strcmp(env, "avx2") == 0) level = std::min(level, 1);
-  }
-  return level == 2 ? fusedfocal_cpu_avx512 : level == 1 ? fusedfocal_cpu_avx2 : fusedfocal_cpu_sse2;
-}
 
 }  // namespace
 
@@ -87,6 +69,12 @@ class FusedFocalBase : public OpKernel {
       ctx->SetStatus(errors::InvalidArgument("labels must have the shape of logits ",
                                              logits.shape().DebugString(), ", got ",
                                              labels.shape().DebugString()));
+      return false;
+    }
+    if (ctx->num_inputs() > 3 && ctx->input(3).shape() != logits.shape()) {
+      ctx->SetStatus(errors::InvalidArgument("weights must have the shape of logits ",
+                                             logits.shape().DebugString(), ", got ",
+                                             ctx->input(3).shape().DebugString()));
       return false;
     }
     *classes = logits.dim_size(logits.dims() - 1);
@@ -128,58 +116,15 @@ class FusedFocalCpuOp : public FusedFocalBase {
     if (!Prepare(ctx, &loss, &grad, &classes, &alpha_mode)) return;
     const Tensor& logits = ctx->input(0);
     const Tensor& alpha = ctx->input(2);
-    const int64_t n = logits.NumElements();
-
-    FusedFocalCpuArgs args;
-    memset(&args, 0, sizeof(args));
-    args.dtype = DtypeCode<T>::value;
-    args.logits = logits.flat<T>().data();
-    args.labels = ctx->input(1).flat<float>().data();
-    args.weights = nullptr;
-    args.alpha_mode = alpha_mode;
-    args.gamma = gamma_;
-    args.label_smoothing = label_smoothing_;
-    args.grad_scale = reduction_ == 2 && n > 0 ? static_cast<float>(1.0 / static_cast<double>(n)) : 1.0f;
-    args.loss = reduction_ == 0 ? loss->flat<float>().data() : nullptr;
-    args.grad = grad->flat<T>().data();
-
-    // Blocks start at multiples of C, so a per-class alpha tiled over one
-    // block lines up with every block.
-    int64_t block = kBlock;
-    std::vector<float> tiled;
-    if (alpha_mode == FF_ALPHA_SCALAR) {
-      args.alpha = alpha.flat<float>()(0);
-    } else if (alpha_mode == FF_ALPHA_VECTOR) {
-      block = std::max<int64_t>(1, kBlock / classes) * classes;
-      const float* a = alpha.flat<float>().data();
-      if (block == classes) {
-        args.alpha_tiled = a;
-      } else {
-        tiled.resize(block);
-        for (int64_t k = 0; k < block; ++k) tiled[k] = a[k % classes];
-        args.alpha_tiled = tiled.data();
-      }
-      args.alpha_period = block;
-    }
-
-    const int64_t blocks = n == 0 ? 0 : (n + block - 1) / block;
-    std::vector<double> partial(blocks, 0.0);
-    const FusedFocalCpuFn fn = SelectCpuFn();
-    auto work = [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        partial[b] = fn(&args, b * block, std::min(n, (b + 1) * block));
-      }
-    };
-    // About 30 cycles per element (exp, log1p, a division, fp16 conversion).
-    const int64_t cost = block * (gamma_ == static_cast<int>(gamma_) ? 30 : 50);
-    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(blocks, cost, work);
-
-    if (reduction_ != 0) {
-      double total = 0.0;
-      for (double p : partial) total += p;
-      if (reduction_ == 2) total = n > 0 ? total / static_cast<double>(n) : 0.0;
-      loss->scalar<float>()() = static_cast<float>(total);
-    }
+    const float* weights = ctx->num_inputs() > 3 ? ctx->input(3).flat<float>().data() : nullptr;
+    CpuPlan plan(DtypeCode<T>::value, logits.flat<T>().data(), ctx->input(1).flat<float>().data(),
+                 weights, alpha.flat<float>().data(), alpha.NumElements(), logits.NumElements(),
+                 classes, gamma_, label_smoothing_, reduction_,
+                 reduction_ == kReduceNone ? loss->flat<float>().data() : nullptr,
+                 grad->flat<T>().data());
+    ctx->device()->tensorflow_cpu_worker_threads()->workers->ParallelFor(
+        plan.blocks(), plan.block_cost(), [&plan](int64_t b0, int64_t b1) { plan.Run(b0, b1); });
+    if (reduction_ != kReduceNone) loss->scalar<float>()() = plan.Total();
   }
 };
 
@@ -221,7 +166,7 @@ class FusedFocalGpuOp : public FusedFocalBase {
     args.classes = classes;
     args.logits = logits.flat<T>().data();
     args.labels = ctx->input(1).flat<float>().data();
-    args.weights = nullptr;
+    args.weights = ctx->num_inputs() > 3 ? ctx->input(3).flat<float>().data() : nullptr;
     args.alpha_mode = alpha_mode;
     args.alpha = alpha.NumElements() ? alpha.flat<float>().data() : nullptr;
     args.gamma = gamma_;

@@ -14,12 +14,14 @@ REGISTER_OP("FusedFocalLossGrad")
     .Input("logits: T")
     .Input("labels: float")
     .Input("alpha: float")
+    .Input("weights: num_weights * float")
     .Output("loss: float")
     .Output("grad: T")
     .Attr("T: {half, bfloat16, float}")
     .Attr("gamma: float = 2.0")
     .Attr("label_smoothing: float = 0.0")
     .Attr("reduction: {'none', 'sum', 'mean'} = 'none'")
+    .Attr("num_weights: int >= 0 = 0")
     .SetShapeFn([](InferenceContext* c) -> Status {
       ShapeHandle logits;
       TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &logits));
@@ -38,6 +40,13 @@ REGISTER_OP("FusedFocalLossGrad")
           }
         }
       }
+      int num_weights = 0;
+      TF_RETURN_IF_ERROR(c->GetAttr("num_weights", &num_weights));
+      if (num_weights > 1) {
+        return ::tensorflow::errors::InvalidArgument(
+            "FusedFocalLossGrad: at most one weights tensor, got ", num_weights);
+      }
+      if (num_weights == 1) TF_RETURN_IF_ERROR(c->Merge(logits, c->input(3), &logits));
       std::string reduction;
       TF_RETURN_IF_ERROR(c->GetAttr("reduction", &reduction));
       c->set_output(0, reduction == "none" ? logits : c->Scalar());
@@ -55,6 +64,9 @@ loss: float32; shaped like logits for reduction "none", else a scalar (sum,
   or mean with mean of an empty tensor = 0).
 grad: d loss / d logits in the logits dtype (computed in float32, rounded
   once; for "mean" already divided by the element count).
+weights: empty (num_weights = 0, the default: graphs saved before weights
+  existed load unchanged) or one float32 tensor shaped like logits that
+  multiplies every element's loss and gradient (Keras sample weights).
 )doc");
 
 }  // namespace fusedfocal

@@ -7,12 +7,17 @@
     python scripts/build_kernels.py --check-only # verify an existing build
 
 Output: src/fusedfocal/ops/_fused_focal_ops.so (CPU kernels for float16,
-bfloat16 and float32; AVX-512 / AVX2 / SSE2 chosen at run time).
+bfloat16 and float32; AVX-512 / AVX2 / SSE2 chosen at run time), with the
+XLA lowering of the op (a typed XLA FFI custom call) and its host handler,
+so the same one-pass kernel runs inside jit_compile=True. ``--xla off``
+leaves both out (the library then works only outside XLA).
 
 CUDA: the TensorFlow GPU kernel is compiled in only with ``--cuda on`` or,
 under ``--cuda auto`` (default), when nvcc is on PATH, TensorFlow is a CUDA
 build and TensorFlow sees a GPU. Otherwise, if nvcc exists, the standalone
-CUDA kernel (kernels/focal_cuda.cu) is only compile-checked for sm_90.
+CUDA kernel (kernels/focal_cuda.cu) is only compile-checked for sm_90, and
+so are its XLA FFI handler (kernels/focal_ffi_cuda.cc, nvcc) and the XLA GPU
+registration (kernels/fused_focal_xla.cc with FUSEDFOCAL_XLA_CUDA=1, g++).
 """
 
 from __future__ import annotations
@@ -112,41 +117,90 @@ def build(args) -> Path:
     if gpu:  # the CUDA headers TensorFlow was built with, shipped in its include dir
         tf_inc = Path(tf.sysconfig.get_include())
         cuda_inc = [f"-I{tf_inc / 'third_party' / 'gpus' / 'cuda' / 'include'}"]
-    for src in ("fused_focal_ops.cc", "fused_focal_kernel.cc"):
+    tf_inc = Path(tf.sysconfig.get_include())
+    # The XLA lowering includes tf2xla headers, which need two more of
+    # TensorFlow's bundled third-party include folders.
+    xla_inc = [f"-I{tf_inc / 'external' / 'highwayhash'}",
+               f"-I{tf_inc / 'external' / 'farmhash_archive' / 'src'}"]
+    xla_on = args.xla == "on"
+    sources = ["fused_focal_ops.cc", "fused_focal_kernel.cc"]
+    if xla_on:
+        sources.append("fused_focal_xla.cc")
+    xla_defs = ["-DFUSEDFOCAL_XLA_CUDA=1"] if gpu else []
+    for src in sources:
         obj = out / src.replace(".cc", ".o")
         jobs.append((obj, [cxx, "-std=c++17", "-O2", "-fPIC", f"-I{KERNELS}", *WARN_FLAGS,
-                           *cflags, *gpu_defs, *cuda_inc, "-c", KERNELS / src, "-o", obj]))
+                           *cflags, *xla_inc, *gpu_defs, *xla_defs, *cuda_inc, "-c",
+                           KERNELS / src, "-o", obj]))
+    # FFI handlers: only the stable header-only API (xla/ffi/api), as system
+    # headers so their warnings stay out of the log; registered with
+    # TensorFlow's XLA at load time (FUSEDFOCAL_TF_REGISTER).
+    ffi_flags = [cxx, "-std=c++17", "-O2", "-fPIC", "-DNDEBUG", f"-I{KERNELS}",
+                 f"-isystem{tf_inc}", *WARN_FLAGS, "-DFUSEDFOCAL_TF_REGISTER=1"]
+    if xla_on:
+        obj = out / "focal_ffi_cpu.o"
+        jobs.append((obj, [*ffi_flags, "-c", KERNELS / "focal_ffi_cpu.cc", "-o", obj]))
+    checks = []  # compile-only objects, never linked
     cuda_obj = out / "focal_cuda.o"
+    cuda_ffi_obj = out / "focal_ffi_cuda.o"
     if nvcc:
         arch = ["-arch=sm_90"] if not gpu else ["-gencode=arch=compute_80,code=sm_80",
                                                  "-gencode=arch=compute_90,code=sm_90"]
         jobs.append((cuda_obj, [nvcc, "-O3", "-std=c++17", *arch, "-Xcompiler", "-fPIC",
                                 f"-I{KERNELS}", "-c", KERNELS / "focal_cuda.cu", "-o", cuda_obj]))
+        if xla_on:
+            # The CUDA FFI handler is host code; nvcc hands it to the host
+            # compiler with the CUDA toolkit's include path.
+            jobs.append((cuda_ffi_obj, [nvcc, "-O2", "-std=c++17", "-Xcompiler", "-fPIC",
+                                        "-DNDEBUG", f"-I{KERNELS}", f"-isystem={tf_inc}",
+                                        "-DFUSEDFOCAL_TF_REGISTER=1", "-c",
+                                        KERNELS / "focal_ffi_cuda.cc", "-o", cuda_ffi_obj]))
+            if not gpu:  # the XLA GPU registration, compile-checked only
+                chk = out / "fused_focal_xla_gpu_check.o"
+                checks.append(chk)
+                jobs.append((chk, [cxx, "-std=c++17", "-O0", "-fPIC", f"-I{KERNELS}", *WARN_FLAGS,
+                                   *cflags, *xla_inc, "-DFUSEDFOCAL_XLA_CUDA=1", "-fsyntax-only",
+                                   KERNELS / "fused_focal_xla.cc"]))
     log(f"compiling {len(jobs)} objects with -j{args.jobs} into {out}")
     with cf.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [pool.submit(run, cmd, args.verbose) for _, cmd in jobs]
         for f in futures:
             f.result()
-    objs = [obj for obj, _ in jobs if obj != cuda_obj]
+    objs = [obj for obj, _ in jobs if obj not in (cuda_obj, cuda_ffi_obj, *checks)]
     link = [cxx, "-shared", "-o", out / TARGET.name, *objs]
     if gpu:
-        link += [cuda_obj, f"-L{cuda_home(nvcc) / 'lib64'}", "-lcudart"]
-    link += [*lflags, "-Wl,-O1"]
+        link += [cuda_obj, *([cuda_ffi_obj] if xla_on else []),
+                 f"-L{cuda_home(nvcc) / 'lib64'}", "-lcudart"]
+    link += [*lflags]
+    if xla_on:
+        # XlaOpKernel, the XLA builder and XLA_FFI_GetApi live in libtensorflow_cc.
+        link += [f"-L{Path(tf.__file__).parent}", "-l:libtensorflow_cc.so.2"]
+    link += ["-Wl,-O1"]
     run(link, args.verbose)
-    TARGET.parent.mkdir(parents=True, exist_ok=True)
-    tmp = TARGET.with_suffix(".so.tmp")
+    target = Path(args.output).resolve() if args.output else TARGET
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".so.tmp")
     shutil.copy2(out / TARGET.name, tmp)
-    os.replace(tmp, TARGET)
+    os.replace(tmp, target)
     dt = time.perf_counter() - t0
+    log(f"XLA: custom call {'compiled in' if xla_on else 'left out (--xla off)'}")
     if gpu:
         log(f"CUDA: GPU kernel compiled in ({why})")
     elif nvcc:
         log(f"CUDA: GPU kernel not built ({why}); kernels/focal_cuda.cu compile-checked "
-            f"for sm_90 with {nvcc}")
+            f"for sm_90 with {nvcc}" + (", its XLA FFI handler with nvcc and the XLA GPU "
+                                        "registration with g++" if xla_on else ""))
     else:
         log(f"CUDA: skipped ({why})")
-    log(f"built {TARGET.relative_to(ROOT)} in {dt:.1f} s")
-    return TARGET
+    log(f"built {_show(target)} in {dt:.1f} s")
+    return target
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def check(path: Path) -> None:
@@ -165,7 +219,7 @@ def check(path: Path) -> None:
     x = tf.constant((rng.standard_normal((257, 19)) * 5).astype(np.float32))
     y = (rng.random((257, 19)) < 0.3).astype(np.float32)
     for gamma in (0.0, 2.0, 3.7):
-        loss, grad = ops.fused_focal_loss_grad(x, y, np.float32(0.25), gamma=gamma)
+        loss, grad = ops.fused_focal_loss_grad(x, y, np.float32(0.25), [], gamma=gamma)
         with tf.GradientTape() as tape:
             tape.watch(x)
             ref_l = fusedfocal.sigmoid_focal_loss(x, y, gamma=gamma, alpha=0.25,
@@ -177,7 +231,26 @@ def check(path: Path) -> None:
             if not np.all(np.abs(a - b) <= tol):
                 raise BuildError(f"--check: {what} differs from the XLA path at gamma={gamma}: "
                                  f"max abs diff {np.abs(a - b).max():.3g}")
-    log(f"check passed: {path.relative_to(ROOT)} loads and matches the XLA path")
+    if _has_xla_kernel():
+        # The XLA lowering: the same op inside jit_compile=True.
+        xla_fn = tf.function(jit_compile=True)(
+            lambda x: ops.fused_focal_loss_grad(x, y, np.float32(0.25), [], gamma=2.0))
+        loss, grad = xla_fn(x)
+        ref, ref_g = ops.fused_focal_loss_grad(x, y, np.float32(0.25), [], gamma=2.0)
+        if not (np.allclose(loss, ref, rtol=1e-6, atol=0) and np.allclose(grad, ref_g, rtol=1e-6, atol=0)):
+            raise BuildError("--check: the XLA custom call differs from the TF kernel")
+        hlo = xla_fn.experimental_get_compiler_ir(x)(stage="optimized_hlo")
+        if "fusedfocal_focal_loss" not in hlo:
+            raise BuildError("--check: the optimized HLO has no fusedfocal_focal_loss custom call")
+        log("check passed: the XLA custom call runs and matches the TF kernel")
+    log(f"check passed: {_show(path)} loads and matches the XLA path")
+
+
+def _has_xla_kernel() -> bool:
+    from tensorflow.python.framework import kernels
+
+    found = kernels.get_registered_kernels_for_op("FusedFocalLossGrad")
+    return any(k.device_type == "XLA_CPU_JIT" for k in found.kernel)
 
 
 def _up_to_date() -> bool:
@@ -196,6 +269,10 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="after building, load and verify")
     p.add_argument("--check-only", action="store_true", help="verify an existing build")
     p.add_argument("--cuda", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--xla", choices=("on", "off"), default="on",
+                   help="build the XLA lowering (custom call) of the op (default on)")
+    p.add_argument("--output", default=None,
+                   help="write the library here instead of src/fusedfocal/ops/ (tests)")
     p.add_argument("-j", "--jobs", type=int, default=2)
     p.add_argument("--build-dir", default=str(ROOT / "build" / "kernels"))
     p.add_argument("-v", "--verbose", action="store_true")
@@ -204,8 +281,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.check_only:
-            path = TARGET
-        elif not args.force and _up_to_date():
+            path = Path(args.output).resolve() if args.output else TARGET
+        elif not args.force and not args.output and args.xla == "on" and _up_to_date():
             log(f"{TARGET.relative_to(ROOT)} is up to date (use --force to rebuild)")
             path = TARGET
         else:

@@ -9,6 +9,14 @@ handles dtype, masks and reduction. Two things Keras does not do for us:
   so it is expanded to ``[B, 1]`` here; ``[B, C]`` weights pass through and
   give per-label weights (0 masks a missing label).
 * NumPy per-class parameters must become lists in ``get_config``.
+
+And one thing Keras cannot do: a loss whose function reduces inside its
+kernel (``fused_reduction = True``: ``fn`` takes ``reduction="sum"|"mean"``
+and ``sample_weight``) skips the ``[B, C]`` float32 loss tensor, the cast
+of ``y_pred`` to the loss dtype and Keras' separate weighting and sum. The
+result is the one Keras' own reduction gives (same divisor, same
+distribution scaling); with a mask on ``y_pred`` or an unusual input the
+ordinary Keras path runs.
 """
 
 from __future__ import annotations
@@ -62,7 +70,59 @@ class LogitsLossMixin:
     def __call__(self, y_true, y_pred, sample_weight=None):
         if self.elementwise:
             sample_weight = expand_sample_weight(sample_weight, y_pred)
+        if self.fused_reduction:
+            kind = self._fused_kind(y_pred, sample_weight)
+            if kind is not None:
+                with tf.name_scope(self._fused_scope()):
+                    return self._fused_call(kind, y_true, y_pred, sample_weight)
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
+    # -- the fused reduction (see the module doc) ---------------------------
+
+    fused_reduction = False  # fn reduces in its kernel and takes sample_weight
+
+    # Subclass hooks: what this Keras calls its reductions, its mask, scaling.
+    def _reduction_kind(self):
+        """``"sum"``, ``"mean"`` (divide by the element count),
+        ``"mean_with_sample_weight"`` or ``None`` (no reduction)."""
+        raise NotImplementedError
+
+    def _mask(self, y_pred):
+        return getattr(y_pred, "_keras_mask", None)
+
+    def _finish(self, loss, kind):
+        return loss
+
+    def _fused_scope(self):
+        return self.name
+
+    def _fused_kind(self, y_pred, sample_weight):
+        kind = self._reduction_kind()
+        if kind is None or not tf.is_tensor(y_pred) and not isinstance(y_pred, np.ndarray):
+            return None
+        if self._mask(y_pred) is not None:
+            return None
+        dtype = tf.as_dtype(y_pred.dtype)
+        if dtype not in (tf.float16, tf.bfloat16, tf.float32):
+            return None  # float64 etc.: Keras casts to the loss dtype first
+        rank = tf.TensorShape(y_pred.shape).rank
+        if rank is None or rank < 2:
+            return None  # Keras returns rank-1 empty values unreduced
+        if sample_weight is not None:
+            w_rank = tf.TensorShape(sample_weight.shape).rank
+            if w_rank is None or w_rank != rank:
+                return None  # only the [B, 1] / [B, C] forms (after expansion)
+        if kind == "mean_with_sample_weight" and sample_weight is None:
+            kind = "mean"
+        return kind
+
+    def _fused_call(self, kind, y_true, y_pred, sample_weight):
+        weights = None if sample_weight is None else tf.cast(sample_weight, tf.float32)
+        loss = self._fn(y_pred, y_true, reduction="mean" if kind == "mean" else "sum",
+                        sample_weight=weights, **self._params)
+        if kind == "mean_with_sample_weight":
+            loss = tf.math.divide_no_nan(loss, tf.reduce_sum(weights))
+        return self._finish(loss, kind)
 
     def get_config(self):
         config = super().get_config()

@@ -16,6 +16,8 @@ choice when a ``[B, C]`` weight masks missing labels.
 from __future__ import annotations
 
 import keras
+import keras.src.losses.loss  # noqa: F401 - scale_loss_for_distribution, for the fused path
+import tensorflow as tf
 
 from fusedfocal import _keras_common as common
 from fusedfocal.ops import _validation as v
@@ -36,6 +38,18 @@ class LogitsLoss(common.LogitsLossMixin, keras.losses.Loss):
     def __init__(self, fn, params, *, reduction="sum_over_batch_size", name=None, dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self._init_fn(fn, params)
+
+    # Keras 3's reductions, for the fused path (_keras_common.LogitsLossMixin).
+    def _reduction_kind(self):
+        r = self.reduction
+        if r in (None, "none"):
+            return None
+        return "mean" if r in ("sum_over_batch_size", "mean") else r
+
+    def _finish(self, loss, kind):
+        if kind != "sum":
+            loss = keras.src.losses.loss.scale_loss_for_distribution(loss)
+        return tf.cast(loss, self.dtype)
 
 
 @register
@@ -73,6 +87,8 @@ class SigmoidFocalLoss(LogitsLoss):
             label_smoothing=v.check_unit_interval("label_smoothing", label_smoothing, closed_right=False),
         )
         super().__init__(sigmoid_focal_loss, params, reduction=reduction, name=name, dtype=dtype)
+
+    fused_reduction = True  # sigmoid_focal_loss sums (and weights) inside its kernel
 
 
 # --------------------------------------------------------------------------

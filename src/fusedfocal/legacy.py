@@ -28,6 +28,17 @@ class LogitsLoss(common.LogitsLossMixin, tf_keras.losses.Loss):
         super().__init__(reduction=reduction, name=name)
         self._init_fn(fn, params)
 
+    # tf_keras's reductions, for the fused path (_keras_common.LogitsLossMixin).
+    # _get_reduction keeps tf_keras' own check that SUM_OVER_BATCH_SIZE is not
+    # used under a strategy outside fit; fit scales for replicas itself.
+    def _reduction_kind(self):
+        r = self._get_reduction()
+        R = tf_keras.losses.Reduction
+        return {R.SUM: "sum", R.SUM_OVER_BATCH_SIZE: "mean"}.get(r)
+
+    def _fused_scope(self):
+        return self._name_scope
+
 
 @register
 class SigmoidFocalLoss(LogitsLoss):
@@ -40,6 +51,8 @@ class SigmoidFocalLoss(LogitsLoss):
             label_smoothing=v.check_unit_interval("label_smoothing", label_smoothing, closed_right=False),
         )
         super().__init__(sigmoid_focal_loss, params, reduction=reduction, name=name)
+
+    fused_reduction = True  # sigmoid_focal_loss sums (and weights) inside its kernel
 
 
 # --------------------------------------------------------------------------

@@ -105,6 +105,7 @@ def sigmoid_focal_loss(
     alpha=None,
     label_smoothing: float = 0.0,
     reduction: str = "none",
+    sample_weight=None,
     check_labels: bool = False,
     name: str | None = None,
     implementation: str = "auto",
@@ -155,12 +156,18 @@ def sigmoid_focal_loss(
         (one logits-sized tensor, in the logits' dtype) for the backward
         pass, so no ``[..., C]`` float32 loss tensor is materialised.
         ``"mean"`` of an empty batch is 0.
+      sample_weight: ``None`` or a float tensor broadcastable to ``logits``
+        (``[B, 1]`` per example, ``[B, C]`` per label, 0 masks) that
+        multiplies each element's loss and gradient before the reduction,
+        inside the kernel: ``"sum"`` is ``sum(w * FL)``, ``"mean"`` is
+        ``sum(w * FL) / N`` with ``N`` the number of elements (Keras'
+        ``sum_over_batch_size``). No gradient flows to the weights.
       check_labels: add a run-time assertion that labels are in ``[0, 1]``.
       name: optional name scope.
       implementation: ``"auto"`` (default), ``"xla"`` or ``"native"``; see
         ``fusedfocal.ops.native`` (``$FUSEDFOCAL_IMPLEMENTATION`` overrides
-        ``"auto"``). The native op is used only when built, and never inside
-        an XLA-compiled function.
+        ``"auto"``). The native op is used only when built; inside an
+        XLA-compiled function it runs as one XLA custom call on CPU.
 
     Returns:
       The loss, shaped like ``logits`` for ``reduction="none"``, else a
@@ -194,21 +201,37 @@ def sigmoid_focal_loss(
             v.check_broadcast("alpha", tf.TensorShape(alpha.shape), logits.shape)
         labels = v.convert_labels(labels, logits)
         _check_result_shape(labels.shape, logits.shape)
+        weights = _convert_weights(sample_weight, labels.dtype, logits.shape)
         deps = v.assert_labels_in_unit_interval(labels) if check_labels else []
         with tf.control_dependencies(deps):
             if native.use_native(implementation, logits, alpha):
                 return native.native_focal_loss(
-                    logits, labels, alpha, gamma, label_smoothing, reduction)
-            return _fused(logits, labels, alpha, gamma, label_smoothing, reduction)
+                    logits, labels, alpha, gamma, label_smoothing, reduction, weights)
+            return _fused(logits, labels, alpha, gamma, label_smoothing, reduction, weights)
 
 
-def _check_result_shape(labels_shape, logits_shape):
-    """Labels must broadcast *to* the logits' shape (the result is shaped like logits)."""
+def _convert_weights(sample_weight, dtype, logits_shape):
+    """``sample_weight`` as a tensor of the compute dtype that broadcasts to logits."""
+    if sample_weight is None:
+        return None
+    try:
+        w = tf.cast(tf.convert_to_tensor(sample_weight), dtype)
+    except (TypeError, ValueError) as e:
+        raise v.invalid("sample_weight", "a float tensor broadcastable to logits",
+                        f"{type(sample_weight).__name__} ({e})") from None
+    if w.dtype.is_complex or not (w.dtype.is_floating or w.dtype.is_integer):
+        raise v.invalid("sample_weight", "a real tensor", f"dtype {w.dtype.name}")
+    _check_result_shape(w.shape, logits_shape, name="sample_weight")
+    return w
+
+
+def _check_result_shape(labels_shape, logits_shape, name="labels"):
+    """Labels (weights) must broadcast *to* the logits' shape (the result is shaped like logits)."""
     out = tf.broadcast_static_shape(labels_shape, logits_shape)
     grows_rank = out.rank is not None and logits_shape.rank is not None and out.rank > logits_shape.rank
     if grows_rank or not out.is_compatible_with(logits_shape):
         raise v.invalid(
-            "labels", f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
+            name, f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
             f"shape {tuple(labels_shape)}", describe=True,
         )
 
@@ -221,7 +244,7 @@ def _optimization_barrier():
     return _tfxla.optimization_barrier
 
 
-def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
+def _fused(logits, labels, alpha, gamma, label_smoothing, reduction, weights=None):
     cdtype = labels.dtype
     alpha_tensor = None if alpha is None or isinstance(alpha, float) else tf.cast(alpha, cdtype)
     alpha_arg = alpha if isinstance(alpha, float) else alpha_tensor
@@ -231,6 +254,10 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
         x = tf.cast(x_in, cdtype)
         same_shape = labels.shape.is_fully_defined() and labels.shape == x.shape
         y = labels if same_shape else tf.broadcast_to(labels, tf.shape(x))
+        w = None
+        if weights is not None:
+            w_same = weights.shape.is_fully_defined() and weights.shape == x.shape
+            w = weights if w_same else tf.broadcast_to(weights, tf.shape(x))
         xla = native.in_xla_context()
         # XLA CPU vectorises the innermost dimension: a narrow last axis (19
         # labels) leaves most SIMD lanes idle. Element-wise math does not care
@@ -241,6 +268,8 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
             # Rows of _ROW: wide enough for full vectors, and an outer axis
             # that XLA CPU can split across threads (1-D loops are not split).
             x, y = tf.reshape(x, [-1, _ROW]), tf.reshape(y, [-1, _ROW])
+            if w is not None:
+                w = tf.reshape(w, [-1, _ROW])
         if label_smoothing:
             y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
         alpha_t = _alpha_t(alpha_arg, y)
@@ -259,6 +288,8 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction):
             _, grad = focal_loss_and_grad(x, y, alpha_t, gamma)
             (x_alias,) = barrier(x)
             loss, _ = focal_loss_and_grad(x_alias, y, alpha_t, gamma)
+        if w is not None:
+            loss, grad = loss * w, grad * w
         if reduction == "mean":
             scale = tf.math.divide_no_nan(tf.ones([], cdtype), tf.cast(tf.size(x), cdtype))
             grad = grad * scale

@@ -8,11 +8,16 @@ Dispatch rules (``implementation=`` keyword, else ``$FUSEDFOCAL_IMPLEMENTATION``
 else ``"auto"``):
 
 * ``"xla"``: always the pure-TensorFlow path.
-* ``"auto"``: the native op when the library loads, the call is not traced
-  inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras
-  ``jit_compile=True``, TPU), logits are float16/bfloat16/float32, ``alpha``
-  is None, a scalar or a ``[C]`` vector, and no GPU is visible unless the
-  library has a GPU kernel. Otherwise XLA, silently (a library that was
+* ``"auto"``: the native op when the library loads, logits are
+  float16/bfloat16/float32, ``alpha`` is None, a scalar or a ``[C]``
+  vector, and no GPU is visible unless the library has a GPU kernel.
+  Inside an XLA-compiled function (``tf.function(jit_compile=True)``, Keras
+  ``jit_compile=True``) the same op lowers to one XLA custom call
+  (``fusedfocal_focal_loss``) when the library has its XLA kernel, on CPU.
+  On a GPU under XLA, ``"auto"`` keeps the pure-TF path, which XLA fuses:
+  the CUDA custom call has never run on a GPU, so it is not chosen until
+  a GPU has measured it (``"native"`` opts in where the library has it).
+  On TPU, or otherwise, the pure-TF path, silently (a library that was
   simply never built is the normal pip install).
 * ``"native"``: as ``"auto"``, but every reason to fall back is reported
   with one ``RuntimeWarning`` (once per reason per process).
@@ -34,7 +39,7 @@ import tensorflow as tf
 from fusedfocal.ops import _validation as v
 
 __all__ = ["IMPLEMENTATIONS", "ENV_VAR", "library_path", "load", "use_native",
-           "native_focal_loss", "in_xla_context", "reset"]
+           "native_focal_loss", "in_xla_context", "has_xla_kernel", "reset"]
 
 IMPLEMENTATIONS = ("auto", "xla", "native")
 ENV_VAR = "FUSEDFOCAL_IMPLEMENTATION"
@@ -106,7 +111,10 @@ def load(explicit: bool = False):
         _state["ops"] = ops
         _state["error"] = error
         _state["missing"] = ops is None and error is None
-        _state["gpu_kernel"] = ops is not None and _has_gpu_kernel()
+        devices = _kernel_devices() if ops is not None else set()
+        _state["gpu_kernel"] = "GPU" in devices
+        _state["xla_cpu_kernel"] = "XLA_CPU_JIT" in devices
+        _state["xla_gpu_kernel"] = "XLA_GPU_JIT" in devices
     if _state["error"]:
         _warn_once("load", f"fusedfocal: the native focal loss op is unavailable: "
                            f"{_state['error']}. Falling back to the XLA path. To fix it, "
@@ -122,14 +130,21 @@ def load(explicit: bool = False):
     return _state["ops"]
 
 
-def _has_gpu_kernel() -> bool:
+def _kernel_devices() -> set:
+    """Device types with a registered FusedFocalLossGrad kernel (CPU, GPU,
+    XLA_CPU_JIT for the XLA lowering, XLA_GPU_JIT with the CUDA handler)."""
     try:
         from tensorflow.python.framework import kernels
 
         found = kernels.get_registered_kernels_for_op("FusedFocalLossGrad")
-        return any(k.device_type == "GPU" for k in found.kernel)
-    except Exception:  # noqa: BLE001 - private API; assume CPU only
-        return False
+        return {k.device_type for k in found.kernel}
+    except Exception:  # noqa: BLE001 - private API; assume the CPU kernel only
+        return {"CPU"}
+
+
+def has_xla_kernel() -> bool:
+    """Whether the loaded library lowers the op into XLA on CPU (custom call)."""
+    return load() is not None and _state["xla_cpu_kernel"]
 
 
 def in_xla_context() -> bool:
@@ -175,9 +190,21 @@ def use_native(implementation: str, logits, alpha) -> bool:
                             "using the XLA path.")
         return False
 
+    gpu = bool(tf.config.list_logical_devices("GPU"))
     if in_xla_context():
-        return no("xla", "inside an XLA-compiled function (jit_compile=True); the native "
-                         "op has no XLA kernel")
+        if _on_tpu():
+            return no("tpu", "on TPU (the op has no TPU lowering)")
+        if gpu:
+            if not _state["xla_gpu_kernel"]:
+                return no("xla-gpu", "inside an XLA-compiled function on a GPU: the library "
+                                     "was built without its CUDA custom call")
+            if not explicit:  # never measured on a GPU: "auto" keeps XLA's own fusion
+                return False
+        elif not _state["xla_cpu_kernel"]:
+            return no("xla", "inside an XLA-compiled function (jit_compile=True): the library "
+                             "was built without its XLA kernel (`build_kernels.py --xla off` "
+                             "or an older build); rebuild it with `python "
+                             "scripts/build_kernels.py --force`")
     if logits.dtype not in _NATIVE_DTYPES:
         return no(f"dtype-{logits.dtype.name}",
                   f"for {logits.dtype.name} logits (it supports float16, bfloat16, float32)")
@@ -185,14 +212,19 @@ def use_native(implementation: str, logits, alpha) -> bool:
         if _alpha_tensor(alpha, logits.shape[-1]) is None:
             return no("alpha", f"with alpha of shape {tuple(alpha.shape)} (it takes a "
                                "scalar or a [C] vector)")
-    if not _state["gpu_kernel"] and tf.config.list_logical_devices("GPU"):
+    if not _state["gpu_kernel"] and gpu and not in_xla_context():
         return no("gpu", "on a machine with a GPU: the library was built without its "
                          "CUDA kernel")
     return True
 
 
+def _on_tpu() -> bool:
+    strategy = tf.distribute.get_strategy()
+    return type(strategy).__name__.startswith("TPUStrategy")
+
+
 def native_focal_loss(logits, labels, alpha, gamma: float, label_smoothing: float,
-                      reduction: str):
+                      reduction: str, weights=None):
     """The fused op wrapped in ``tf.custom_gradient`` (like ``focal._fused``).
 
     ``labels`` are float32 (``_validation.convert_labels``) and broadcast to
@@ -200,17 +232,29 @@ def native_focal_loss(logits, labels, alpha, gamma: float, label_smoothing: floa
     gradient in the logits dtype (float32 math, one rounding; already divided
     by the count for ``"mean"``), and the backward pass multiplies it by the
     upstream gradient in float32 (skipped for a reduced loss when the upstream
-    gradient is exactly 1).
+    gradient is exactly 1). ``weights``: None or float32 broadcastable to
+    ``logits``, multiplying each element's loss and gradient in the kernel.
+
+    Inside XLA the op lowers to the ``fusedfocal_focal_loss`` custom call,
+    and the backward multiply is a plain one, which XLA folds away when the
+    upstream gradient is a constant 1 and fuses otherwise.
     """
     ops = load()
     alpha_t = _alpha_tensor(alpha, logits.shape[-1])
-    if not labels.shape.is_fully_defined() or labels.shape != logits.shape:
-        labels = tf.broadcast_to(labels, tf.shape(logits))
+    xla = in_xla_context()
+
+    def full(t):
+        if t.shape.is_fully_defined() and t.shape == logits.shape:
+            return t
+        return tf.broadcast_to(t, tf.shape(logits))
+
+    labels = full(labels)
+    weights = [] if weights is None else [full(tf.cast(weights, tf.float32))]
 
     @tf.custom_gradient
     def forward(x):
         loss, grad = ops.fused_focal_loss_grad(
-            x, labels, alpha_t, gamma=gamma, label_smoothing=label_smoothing,
+            x, labels, alpha_t, weights, gamma=gamma, label_smoothing=label_smoothing,
             reduction=reduction)
 
         def scaled(upstream):
@@ -219,7 +263,7 @@ def native_focal_loss(logits, labels, alpha, gamma: float, label_smoothing: floa
             return tf.cast(tf.cast(upstream, tf.float32) * tf.cast(grad, tf.float32), x.dtype)
 
         def backward(upstream):
-            if reduction == "none":
+            if reduction == "none" or xla:
                 return scaled(upstream)
             # A reduced loss is usually differentiated directly (upstream 1):
             # skip the logits-sized multiply, a third of the memory traffic.
