@@ -2,11 +2,17 @@
 
 Providers (alpha 0.25, gamma 2 throughout):
 
-* ``fusedfocal``       -- ``fusedfocal.sigmoid_focal_loss`` (default path),
+* ``fusedfocal``       -- ``fusedfocal.sigmoid_focal_loss`` (default path:
+  the native op, under XLA its custom call, when the library is built),
   ``reduction="sum"`` (what a training step needs);
 * ``fusedfocal_none``  -- the same with ``reduction="none"`` + ``tf.reduce_sum``;
+* ``fusedfocal_tf``    -- ``implementation="xla"``: the pure-TF path (what
+  XLA ran before the custom call, and the fallback without a library);
 * ``native``           -- ``implementation="native"`` (skipped unless built;
-  never under XLA);
+  under XLA, the custom call; skipped there for a library without it);
+* ``keras_class``      -- ``fusedfocal.SigmoidFocalLoss(reduction="sum")``,
+  the Keras 3 drop-in (reduces inside the kernel);
+* ``legacy_class``     -- ``fusedfocal.legacy.SigmoidFocalLoss`` (tf_keras, SUM);
 * ``clipped``          -- sigmoid, clip at 1e-7, log (the common recipe);
 * ``keras3``           -- ``keras.losses.BinaryFocalCrossentropy(from_logits=True,
   apply_class_balancing=True)``, reduction ``"sum"``;
@@ -25,8 +31,9 @@ run in about 10 minutes on a shared 2-core machine:
 
 * float32, shapes [256,19], [4096,90], [65536,19], [8192,1000]: every
   provider x mode x pass;
-* float32, [32768,4096] (134M elements, 512 MiB per tensor): ``fwdbwd`` under
-  XLA and ``tf.function`` only (eager at this size is many seconds a call);
+* float32, [32768,1024] and [32768,4096] (134M elements, 512 MiB per
+  tensor): ``fwdbwd`` under XLA and ``tf.function`` only (eager at this size
+  is many seconds a call);
 * float16 and bfloat16: [65536,19] and [8192,1000], ``fwdbwd``, XLA and
   ``tf.function``, providers fusedfocal, native, clipped, keras3, bce.
 
@@ -65,10 +72,12 @@ ALPHA, GAMMA = 0.25, 2.0
 ROW_BUDGET_S = float(os.environ.get("FUSEDFOCAL_BENCH_BUDGET_S", "0.8"))
 DEVICE = os.environ.get("FUSEDFOCAL_BENCH_DEVICE", "CPU:0")
 SMALL, SMALL2, MID1, MID, BIG = (256, 19), (4096, 90), (65536, 19), (8192, 1000), (32768, 4096)
+LARGE = (32768, 1024)  # the issue-10 target shape
 MEM_SHAPES = (MID, BIG)
 ACC_ELEMENTS = 65536
 
-PROVIDERS = ("fusedfocal", "fusedfocal_none", "native", "clipped", "keras3", "tf_keras", "bce", "empty")
+PROVIDERS = ("fusedfocal", "fusedfocal_none", "fusedfocal_tf", "native", "keras_class",
+             "legacy_class", "clipped", "keras3", "tf_keras", "bce", "empty")
 MODES = ("eager", "function", "xla")
 PASSES = ("fwd", "fwdbwd")
 DTYPES = {"float32": tf.float32, "float16": tf.float16, "bfloat16": tf.bfloat16}
@@ -100,15 +109,29 @@ def _native_skip_reason():
 
 def make_loss(provider: str, num_classes: int):
     """``(loss_fn, grad_scale, reference_kind)`` for a provider."""
-    if provider in ("fusedfocal", "fusedfocal_none", "native"):
+    if provider in ("fusedfocal", "fusedfocal_none", "fusedfocal_tf", "native"):
         import fusedfocal
 
         kw = dict(gamma=GAMMA, alpha=ALPHA)
         if provider == "native":
             kw["implementation"] = "native"
+        if provider == "fusedfocal_tf":
+            kw["implementation"] = "xla"
         if provider == "fusedfocal_none":
             return (lambda x, y: tf.reduce_sum(fusedfocal.sigmoid_focal_loss(x, y, **kw))), 1.0, "focal"
         return (lambda x, y: fusedfocal.sigmoid_focal_loss(x, y, reduction="sum", **kw)), 1.0, "focal"
+    if provider == "keras_class":
+        import fusedfocal
+
+        obj = fusedfocal.SigmoidFocalLoss(gamma=GAMMA, alpha=ALPHA, reduction="sum")
+        return (lambda x, y: obj(y, x)), 1.0, "focal"
+    if provider == "legacy_class":
+        import tf_keras
+
+        from fusedfocal import legacy
+
+        obj = legacy.SigmoidFocalLoss(gamma=GAMMA, alpha=ALPHA, reduction=tf_keras.losses.Reduction.SUM)
+        return (lambda x, y: obj(y, x)), 1.0, "focal"
     if provider == "clipped":
         def clipped(x, y):
             p = tf.clip_by_value(tf.sigmoid(x), 1e-7, 1.0 - 1e-7)
@@ -168,7 +191,10 @@ def skip_reason(provider, mode, pass_):
         if why:
             return why
         if mode == "xla":
-            return "the native op is never used inside XLA"
+            from fusedfocal.ops import native
+
+            if not native.has_xla_kernel():
+                return "the library was built without its XLA custom call (--xla off)"
     if provider == "empty" and (mode == "eager" or pass_ == "fwdbwd"):
         return "empty call: tf.function / XLA, one pass"
     if provider == "fusedfocal_none" and pass_ == "fwd":
@@ -193,12 +219,14 @@ def _cases(full: bool):
             for m in MODES:
                 for ps in PASSES:
                     out.append((p, m, ps, shape, "float32"))
-    for p in ("fusedfocal", "fusedfocal_none", "clipped", "keras3", "tf_keras", "bce"):
+    for p in ("fusedfocal", "fusedfocal_none", "fusedfocal_tf", "keras_class", "legacy_class",
+              "clipped", "keras3", "tf_keras", "bce"):
         for m in ("function", "xla"):
-            out.append((p, m, "fwdbwd", BIG, "float32"))
+            for shape in (LARGE, BIG):
+                out.append((p, m, "fwdbwd", shape, "float32"))
     for dt in ("float16", "bfloat16"):
         for shape in (MID1, MID):
-            for p in ("fusedfocal", "native", "clipped", "keras3", "bce"):
+            for p in ("fusedfocal", "fusedfocal_tf", "keras_class", "clipped", "keras3", "bce"):
                 for m in ("function", "xla"):
                     out.append((p, m, "fwdbwd", shape, dt))
     return out

@@ -96,16 +96,84 @@ def render_summary(data: dict, dtype: str = "float32", pass_: str = "fwdbwd") ->
     return "\n".join(lines)
 
 
+PEERS = ("clipped", "keras3", "tf_keras")
+
+
+def render_targets(data: dict) -> str:
+    """Issue 10's ratios, float32 fwd+bwd, per shape: fusedfocal under XLA
+    against the fastest peer in its best mode, and each Keras class against
+    the function with ``reduction="sum"`` in the same mode."""
+    med = {}
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        if e.get("provider") and e.get("dtype") == "float32" and e.get("pass_") == "fwdbwd":
+            med[(tuple(e["shape"]), e["provider"], e["mode"])] = b["stats"]["median"] * 1e3
+    lines = ["| shape | fusedfocal XLA ms | fastest peer (mode) ms | speed-up | Keras 3 class / function "
+             "(graph, XLA) | tf_keras class / function (graph, XLA) |",
+             "|---|---:|---|---:|---|---|"]
+    for shape in sorted({k[0] for k in med}, key=lambda s: s[0] * s[1]):
+        ours = med.get((shape, "fusedfocal", "xla"))
+        peers = [(v, f"{p} {m}") for (s_, p, m), v in med.items() if s_ == shape and p in PEERS]
+        if ours is None or not peers:
+            continue
+        best, name = min(peers)
+
+        def cls(p):
+            out = []
+            for m in ("function", "xla"):
+                a, f = med.get((shape, p, m)), med.get((shape, "fusedfocal", m))
+                out.append(_fmt(a / f if a and f else None))
+            return ", ".join(out)
+
+        lines.append(f"| [{shape[0]}, {shape[1]}] | {ours:.2f} | {name}: {best:.2f} | {best / ours:.2f}x "
+                     f"| {cls('keras_class')} | {cls('legacy_class')} |")
+    return "\n".join(lines)
+
+
+def render_train_steps(data: dict) -> str:
+    """``bench_train_step.py``: step time per loss and mode, the ratio to
+    plain BCE in the same mode, and the loss's share of the step
+    (``1 - t(trivial) / t(loss)``, medians of the same run)."""
+    med, size = {}, None
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        if "loss" in e and "jit_compile" in e:
+            med[(e["loss"], bool(e["jit_compile"]))] = b["stats"]["median"] * 1e3
+            size = (e["batch"], e["features"], e["labels"])
+    if not med:
+        return ""
+    lines = [f"Batch {size[0]}, {size[1]} features -> Dense({size[2]}), Adam, Keras 3 `train_on_batch`.", "",
+             "| loss | jit_compile | step ms | vs BCE | loss share of the step |", "|---|---|---:|---:|---:|"]
+    for jit in (True, False):
+        triv, bce = med.get(("trivial", jit)), med.get(("bce", jit))
+        for (loss, j), m in sorted(med.items(), key=lambda kv: kv[1]):
+            if j != jit or loss == "trivial":
+                continue
+            share = max(0.0, 1.0 - triv / m) if triv else None
+            lines.append(f"| {loss} | {jit} | {m:.2f} | {_fmt(m / bce if bce else None)} "
+                         f"| {_fmt(share * 100 if share is not None else None, '{:.1f}%')} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results")
     ap.add_argument("-o", "--output", help="write markdown here instead of stdout")
     ap.add_argument("--summary", action="store_true",
                     help="only the README table: float32 forward+backward, each provider in its best mode")
+    ap.add_argument("--targets", action="store_true",
+                    help="issue 10's ratios: fusedfocal under XLA vs the fastest peer, classes vs function")
+    ap.add_argument("--train-steps", action="store_true",
+                    help="the bench_train_step.py table (step time, vs BCE, the loss's share)")
     args = ap.parse_args(argv)
     with open(args.results) as f:
         data = json.load(f)
-    text = render_summary(data) if args.summary else render(data)
+    if args.train_steps:
+        text = render_train_steps(data)
+    elif args.targets:
+        text = render_targets(data)
+    else:
+        text = render_summary(data) if args.summary else render(data)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text + "\n")
