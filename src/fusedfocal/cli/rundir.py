@@ -38,6 +38,9 @@ FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
 
 
+_FAULT_HITS: dict = {}
+
+
 class InjectedFault(BaseException):
     """Raised at a fault point with ``FUSEDFOCAL_FAULT_ACTION=raise`` (in-process tests); a
     ``BaseException`` so that nothing on the way catches it."""
@@ -49,8 +52,13 @@ def fault(point):
     ``epoch-N-batch-B`` (inside epoch N after batch B, 1-based), ``checkpoint-N`` (epoch N's
     checkpoint written, its log line not yet), ``before-final`` (last epoch done, no final file
     written), ``after-model`` / ``after-thresholds`` / ``after-metrics`` (that final file
-    written, the checkpoint not yet removed)."""
-    if os.environ.get(FAULT_ENV) != point:
+    written, the checkpoint not yet removed). ``POINT#K`` dies the K-th time this process reaches
+    it (e.g. in the second loss of a comparison)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or spec.partition("#")[0] != point:
+        return
+    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
+    if _FAULT_HITS[point] != int(spec.partition("#")[2] or 1):
         return
     if os.environ.get(FAULT_ACTION_ENV) == "raise":
         raise InjectedFault(point)
