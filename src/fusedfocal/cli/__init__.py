@@ -139,7 +139,8 @@ def _add_train_flags(p):
                    help="Keras mixed-precision policy (logits and loss stay float32)")
     m.add_argument("--jit-compile", default="auto", choices=["auto", "on", "off"],
                    help="XLA-compile the train step (auto: on with a GPU, off on CPU, where it is slower)")
-    m.add_argument("--seed", type=_nonnegative_int, default=0, help="seed of weights, shuffling and the validation split")
+    m.add_argument("--seed", type=_nonnegative_int, default=0,
+                   help="seed of weights, shuffling and the validation split")
     m.add_argument("--deterministic", action="store_true",
                    help="reproducible runs: op determinism and a deterministic input order (slower)")
     m.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],

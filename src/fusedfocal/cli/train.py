@@ -25,10 +25,11 @@ RUN_FILES = (CONFIG_FILE, EPOCHS_FILE, "backup", MODEL_FILE, THRESHOLDS_FILE, ME
              "wordpiece_vocab.txt", "logs", "evaluation.json")
 SYNTHETIC = "the built-in synthetic corpus (synthetic_splits(seed=0): 4000 train / 1000 test documents, 19 labels)"
 # train flags stored in config.json and restored by --resume
-_STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "split_string_labels", "loss", "gamma", "alpha", "gamma_neg",
-           "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim", "filters", "layers",
-           "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length", "vocab_size", "val_size",
-           "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups", "profile", "verbose")
+_STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "split_string_labels", "loss", "gamma",
+           "alpha", "gamma_neg", "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim",
+           "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
+           "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
+           "profile", "verbose")
 
 
 def log(*parts):
