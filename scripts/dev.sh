@@ -45,7 +45,10 @@ case "$cmd" in
     # groups 100/30 split its 19 labels into three non-empty groups (Huang et
     # al.'s 35/8, the CLI default, would leave the tail empty). Later
     # arguments override.
-    exec .venv/bin/fusedfocal compare --groups 100,30 "$@"
+    # Each demo writes a fresh run folder (run folders are never replaced
+    # without --overwrite, so a fixed one would refuse the second demo); a
+    # later --out wins.
+    exec .venv/bin/fusedfocal compare --groups 100,30 --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"
     ;;
   test)
     set +e
