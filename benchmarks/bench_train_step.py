@@ -11,13 +11,14 @@ is the one a user would drop in:
 * ``bce``          -- ``keras.losses.BinaryCrossentropy(from_logits=True)``;
 * ``trivial``      -- ``mean(y_pred)``: a loss that costs (almost) nothing,
   so ``1 - t(trivial) / t(loss)`` is the loss's share of a step
-  (``loss_share`` in ``extra_info``, computed by ``benchmarks/report.py``
-  from medians of the same run).
+  (``python scripts/bench_report.py RESULTS.json --train-steps`` computes it
+  from the medians of the same run).
 
 Every step runs on the same tensors; the first call (trace + compile) is
-timed on its own and excluded. Smoke mode (plain ``pytest``): batch 32 and
-256 labels, one round each; ``pytest benchmarks/bench_train_step.py
---benchmark`` runs the full size.
+timed on its own and excluded. The losses run in interleaved rounds (one
+step of each a round). Smoke mode (plain ``pytest``): batch 32 and 256
+labels, one round; ``pytest benchmarks/bench_train_step.py --benchmark``
+runs the full size.
 """
 
 from __future__ import annotations
@@ -78,25 +79,47 @@ def make_batch(size, seed=0):
     return tf.constant(x), tf.constant(y)
 
 
+ROUNDS = 25
+
+
 @pytest.mark.parametrize("jit", [True, False], ids=["xla", "graph"])
-@pytest.mark.parametrize("loss_name", LOSSES)
-def test_train_step(loss_name, jit, benchmark, run_benchmark, full_benchmark):
+def test_train_step(jit, benchmark, run_benchmark, full_benchmark):
+    """Interleaved rounds: one ``train_on_batch`` of every loss's model a round
+    (order rotated), so a load spike on the shared machine hits all losses
+    alike; per-loss medians in ``extra_info["interleaved"]``."""
     size = FULL if full_benchmark else SMOKE
-    model = make_model(loss_name, jit, size)
     x, y = make_batch(size)
+    models = {name: make_model(name, jit, size) for name in LOSSES}
+    first = {}
+    for name, model in models.items():
+        t0 = time.perf_counter()
+        loss = model.train_on_batch(x, y, return_dict=True)["loss"]
+        first[name] = (time.perf_counter() - t0) * 1e3
+        assert np.isfinite(loss), f"{name}: non-finite loss {loss}"
+        model.train_on_batch(x, y)  # one warm step
+    samples = {name: [] for name in models}
+    order = list(models)
+    turn = [0]
 
-    def step(a, b):
-        out = model.train_on_batch(a, b, return_dict=True)
-        return out["loss"]
+    def one_round():
+        k0 = turn[0] % len(order)
+        turn[0] += 1
+        for name in order[k0:] + order[:k0]:
+            t0 = time.perf_counter()
+            models[name].train_on_batch(x, y, return_dict=True)["loss"]  # a float: the step is done
+            samples[name].append(time.perf_counter() - t0)
 
-    t0 = time.perf_counter()
-    first_loss = step(x, y)
-    first = time.perf_counter() - t0
-    assert np.isfinite(first_loss), f"{loss_name}: non-finite loss {first_loss}"
-    run_benchmark(step, x, y, rounds=30, warmup_rounds=3, loss=loss_name,
-                  jit_compile=jit, batch=size["batch"], features=size["features"],
-                  labels=size["labels"], first_call_ms=first * 1e3, tf_version=tf.__version__)
-    med = benchmark.stats.stats.median
-    benchmark.extra_info["median_ms"] = med * 1e3
-    # The step trained: the weights moved (a broken gradient would leave them).
-    assert np.isfinite(step(x, y))
+    run_benchmark(one_round, rounds=ROUNDS, warmup_rounds=1, jit_compile=jit, batch=size["batch"],
+                  features=size["features"], labels=size["labels"], tf_version=tf.__version__)
+    stats = {}
+    for name, ts in samples.items():
+        ts = np.array(ts[1:] if len(ts) > 1 else ts) * 1e3
+        stats[name] = dict(median_ms=float(np.median(ts)), p20_ms=float(np.percentile(ts, 20)),
+                           p80_ms=float(np.percentile(ts, 80)), rounds=int(ts.size),
+                           first_call_ms=first[name])
+    benchmark.extra_info["interleaved"] = stats
+    # Every model trained: its loss went down over the rounds it was stepped.
+    for name, model in models.items():
+        if name != "trivial":
+            after = model.evaluate(x, y, verbose=0)
+            assert np.isfinite(after), name

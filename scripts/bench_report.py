@@ -99,6 +99,27 @@ def render_summary(data: dict, dtype: str = "float32", pass_: str = "fwdbwd") ->
 PEERS = ("clipped", "keras3", "tf_keras")
 
 
+def render_interleaved(data: dict) -> str:
+    """Every provider x mode of the interleaved rounds, per shape, fastest first."""
+    lines = []
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        if not e.get("interleaved"):
+            continue
+        shape = e["shape"]
+        st = e["interleaved"]
+        ours = st.get("fusedfocal/xla", {}).get("median_ms")
+        lines += [f"[{shape[0]}, {shape[1]}], float32, forward+backward, "
+                  f"{next(iter(st.values()))['rounds']} interleaved rounds:", "",
+                  "| provider / mode | median ms | p20 | p80 | time / fusedfocal XLA |",
+                  "|---|---:|---:|---:|---:|"]
+        for key, v in sorted(st.items(), key=lambda kv: kv[1]["median_ms"]):
+            lines.append(f"| {key} | {v['median_ms']:.2f} | {v['p20_ms']:.2f} | {v['p80_ms']:.2f} "
+                         f"| {_fmt(v['median_ms'] / ours if ours else None)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def render_targets(data: dict) -> str:
     """Issue 10's ratios, float32 fwd+bwd, per shape: fusedfocal under XLA
     against the fastest peer in its best mode, and each Keras class against
@@ -108,6 +129,12 @@ def render_targets(data: dict) -> str:
         e = b["extra_info"]
         if e.get("provider") and e.get("dtype") == "float32" and e.get("pass_") == "fwdbwd":
             med[(tuple(e["shape"]), e["provider"], e["mode"])] = b["stats"]["median"] * 1e3
+    # Interleaved rounds (test_focal_interleaved) win over rows measured one by one.
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        for key, st in (e.get("interleaved") or {}).items():
+            provider, mode = key.split("/")
+            med[(tuple(e["shape"]), provider, mode)] = st["median_ms"]
     lines = ["| shape | fusedfocal XLA ms | fastest peer (mode) ms | speed-up | Keras 3 class / function "
              "(graph, XLA) | tf_keras class / function (graph, XLA) |",
              "|---|---:|---|---:|---|---|"]
@@ -137,12 +164,14 @@ def render_train_steps(data: dict) -> str:
     med, size = {}, None
     for b in data["benchmarks"]:
         e = b["extra_info"]
-        if "loss" in e and "jit_compile" in e:
-            med[(e["loss"], bool(e["jit_compile"]))] = b["stats"]["median"] * 1e3
+        if "interleaved" in e and "jit_compile" in e:
+            for loss, st in e["interleaved"].items():
+                med[(loss, bool(e["jit_compile"]))] = st["median_ms"]
             size = (e["batch"], e["features"], e["labels"])
     if not med:
         return ""
-    lines = [f"Batch {size[0]}, {size[1]} features -> Dense({size[2]}), Adam, Keras 3 `train_on_batch`.", "",
+    lines = [f"Batch {size[0]}, {size[1]} features -> Dense({size[2]}), Adam, Keras 3 `train_on_batch`, "
+             "interleaved rounds, medians.", "",
              "| loss | jit_compile | step ms | vs BCE | loss share of the step |", "|---|---|---:|---:|---:|"]
     for jit in (True, False):
         triv, bce = med.get(("trivial", jit)), med.get(("bce", jit))
@@ -163,6 +192,8 @@ def main(argv=None):
                     help="only the README table: float32 forward+backward, each provider in its best mode")
     ap.add_argument("--targets", action="store_true",
                     help="issue 10's ratios: fusedfocal under XLA vs the fastest peer, classes vs function")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="the interleaved-rounds tables (test_focal_interleaved)")
     ap.add_argument("--train-steps", action="store_true",
                     help="the bench_train_step.py table (step time, vs BCE, the loss's share)")
     args = ap.parse_args(argv)
@@ -170,6 +201,8 @@ def main(argv=None):
         data = json.load(f)
     if args.train_steps:
         text = render_train_steps(data)
+    elif args.interleaved:
+        text = render_interleaved(data)
     elif args.targets:
         text = render_targets(data)
     else:

@@ -86,6 +86,8 @@ class BCELoss(LogitsLoss):
         super().__init__(_losses.binary_crossentropy, _bce.bce_params(label_smoothing),
                          reduction=reduction, name=name)
 
+    fused_reduction = True  # runs on sigmoid_focal_loss: sums inside its kernel
+
 
 @register
 class WeightedBCELoss(LogitsLoss):
@@ -115,6 +117,8 @@ class ClassBalancedFocalLoss(LogitsLoss):
                  name="class_balanced_focal_loss"):
         super().__init__(_losses.class_balanced_focal_loss, _bal.cb_params(class_counts, beta, gamma, alpha),
                          reduction=reduction, name=name)
+
+    fused_reduction = True  # runs on sigmoid_focal_loss: sums inside its kernel
 
 
 @register

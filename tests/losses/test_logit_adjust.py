@@ -25,7 +25,7 @@ def test_reference(dtype, mode):
 def test_tau_zero_is_bce_and_shift():
     x = tf.constant(X, tf.float32)
     np.testing.assert_allclose(L.logit_adjusted_bce(x, Y, priors=PRIORS, tau=0.0).numpy(),
-                               L.binary_crossentropy(x, Y).numpy(), rtol=1e-7)
+                               L.binary_crossentropy(x, Y).numpy(), rtol=1e-6)  # two float32 formulas (BCE runs on the focal kernel)
     shift = np.log(PRIORS / (1 - PRIORS))
     np.testing.assert_allclose(L.logit_adjusted_bce(x, Y, priors=PRIORS).numpy(),
                                L.binary_crossentropy(X + shift, Y).numpy(), rtol=1e-5, atol=1e-6)

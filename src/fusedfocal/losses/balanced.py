@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from fusedfocal.losses import _common as c
 from fusedfocal.ops import _validation as v
-from fusedfocal.ops.focal import focal_loss_and_grad
+from fusedfocal.ops.focal import focal_loss_and_grad, sigmoid_focal_loss
 
 __all__ = [
     "class_balanced_focal_loss",
@@ -118,7 +118,8 @@ def cb_params(class_counts=None, beta=0.9999, gamma=2.0, alpha=None):
 
 
 def class_balanced_focal_loss(
-    logits, labels, *, class_counts, beta=0.9999, gamma=2.0, alpha=None, reduction="none", name=None
+    logits, labels, *, class_counts, beta=0.9999, gamma=2.0, alpha=None, reduction="none",
+    sample_weight=None, name=None
 ):
     r"""Class-balanced sigmoid focal loss (Cui et al., CVPR 2019), from logits.
 
@@ -146,6 +147,11 @@ def class_balanced_focal_loss(
       gamma: focal exponent (Cui et al.: tuned in {0.5, 1, 2}; default 2).
       alpha: None, float or per-class vector in ``[0, 1]`` (focal alpha).
       reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+      sample_weight: optional weights broadcastable to ``logits``,
+        multiplied with ``w_c`` before the reduction.
+
+    It is :func:`fusedfocal.sigmoid_focal_loss` with the per-element weight
+    ``w_c`` (times ``sample_weight``), so it runs on the same fused kernel.
 
     Returns:
       float32 (float64 for float64 logits) loss shaped like ``logits`` for
@@ -157,17 +163,12 @@ def class_balanced_focal_loss(
         logits, labels = c.prepare(logits, labels)
         c.check_per_class("class_counts", p["class_counts"], logits)
         c.check_per_class("alpha", p["alpha"], logits)
-        weights = class_balanced_weights(p["class_counts"], p["beta"])
-
-        def compute(x):
-            y = tf.broadcast_to(labels, tf.shape(x))
-            w = c.as_tensor(weights, x.dtype) * tf.ones_like(y)
-            if p["alpha"] is not None:
-                a = c.as_tensor(p["alpha"], x.dtype)
-                w = w * ((1.0 - a) + (2.0 * a - 1.0) * y)
-            return focal_loss_and_grad(x, y, w, p["gamma"])
-
-        return c.fused(logits, compute, reduction)
+        weights = tf.constant(np.asarray(class_balanced_weights(p["class_counts"], p["beta"]), np.float64),
+                              v.compute_dtype(logits.dtype))
+        if sample_weight is not None:
+            weights = weights * tf.cast(sample_weight, weights.dtype)
+        return sigmoid_focal_loss(logits, labels, gamma=p["gamma"], alpha=p["alpha"],
+                                  reduction=reduction, sample_weight=weights)
 
 
 # ------------------------------------------------- distribution-balanced

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from fusedfocal.losses import _common as c
 from fusedfocal.ops import _validation as v
+from fusedfocal.ops.focal import sigmoid_focal_loss
 
 __all__ = ["binary_crossentropy", "weighted_binary_crossentropy", "bce_params", "wbce_params"]
 
@@ -56,18 +57,24 @@ def weighted_binary_crossentropy(logits, labels, *, pos_weight=1.0, label_smooth
         return _bce(logits, labels, p["pos_weight"], p["label_smoothing"], reduction)
 
 
-def binary_crossentropy(logits, labels, *, label_smoothing=0.0, reduction="none", name=None):
+def binary_crossentropy(logits, labels, *, label_smoothing=0.0, reduction="none",
+                        sample_weight=None, name=None):
     r"""Binary cross-entropy from logits, ``softplus(x) - x y``, element-wise.
 
     Exact for every finite logit (no clipping; ``-log p`` grows linearly),
     analytic gradient ``sigmoid(x) - y``. Arguments as in
-    :func:`weighted_binary_crossentropy` (with ``pos_weight = 1``).
+    :func:`weighted_binary_crossentropy` (with ``pos_weight = 1``), plus
+    ``sample_weight`` (broadcastable to ``logits``, applied before the
+    reduction). It is the focal loss at ``gamma = 0``, and runs on the same
+    fused kernel (:func:`fusedfocal.sigmoid_focal_loss`, native op and XLA
+    custom call where built).
     """
     p = bce_params(label_smoothing)
     reduction = v.check_reduction(reduction)
     with tf.name_scope(name or "binary_crossentropy"):
         logits, labels = c.prepare(logits, labels)
-        return _bce(logits, labels, None, p["label_smoothing"], reduction)
+        return sigmoid_focal_loss(logits, labels, gamma=0.0, label_smoothing=p["label_smoothing"],
+                                  reduction=reduction, sample_weight=sample_weight)
 
 
 def _bce(logits, labels, pos_weight, ls, reduction):

@@ -147,14 +147,7 @@ def has_xla_kernel() -> bool:
     return load() is not None and _state["xla_cpu_kernel"]
 
 
-def in_xla_context() -> bool:
-    """True while tracing inside an XLA-compiled function (or on TPU)."""
-    if tf.executing_eagerly():
-        return False
-    from tensorflow.python.ops import control_flow_util
-
-    graph = tf.compat.v1.get_default_graph()
-    return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
+in_xla_context = v.in_xla_context  # one definition, in _validation (check_labels uses it too)
 
 
 def _alpha_tensor(alpha, num_classes):
