@@ -32,13 +32,27 @@ class CLIError(Exception):
 
 
 def _groups(text):
+    if text in ("auto", "huang"):
+        return text
     try:
         hi, lo = (int(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two integers HEAD_MIN,TAIL_MAX such as 35,8; received {text!r}")
+        raise argparse.ArgumentTypeError(f"expected auto, huang or two integers HEAD_MIN,TAIL_MAX such as 35,8; "
+                                         f"received {text!r}")
     if not hi > lo >= 0:
         raise argparse.ArgumentTypeError(f"expected HEAD_MIN > TAIL_MAX >= 0; received {text!r}")
     return (hi, lo)
+
+
+def _seeds(text):
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0 joined by commas such as 0,1,2; received {text!r}")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 joined by commas such as 0,1,2; "
+                                         f"received {text!r}")
+    return seeds
 
 
 def _positive_int(text):
@@ -117,15 +131,30 @@ def _add_train_flags(p):
     g.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other loss parameter, repeatable (e.g. --loss-param map_mu=0.9)")
     m = p.add_argument_group("model and optimisation")
-    m.add_argument("--model", default="cnn", choices=["cnn", "fasttext", "transformer"],
-                   help="text model (default: cnn: embedding + 1-D convolutions of widths 1-3 + max pool)")
+    m.add_argument("--model", default="cnn", choices=["cnn", "fasttext", "transformer", "ngram"],
+                   help="text model (default: cnn: embedding + 1-D convolutions of widths 1-3 + max pool; "
+                        "ngram: TF-IDF unigrams + bigrams and a linear or one-hidden-layer head)")
+    m.add_argument("--ngram-hidden", type=_nonnegative_int, default=0, metavar="UNITS",
+                   help="ngram: hidden units (default 0: a linear model)")
+    m.add_argument("--ngram-bigrams", type=_nonnegative_int, default=50000, metavar="K",
+                   help="ngram: bigram vocabulary, the K bigrams in most training documents (default 50000; 0: "
+                        "unigrams only)")
+    m.add_argument("--ngram-weighting", default="tfidf", choices=["tfidf", "logcount"],
+                   help="ngram: (1 + log tf) * idf or log(1 + tf), L2-normalised (default tfidf)")
     m.add_argument("--embed-dim", type=_positive_int, help="embedding width (default 96; fasttext 128)")
     m.add_argument("--filters", type=_positive_int, default=96, help="cnn filters per width (default 96)")
     m.add_argument("--layers", type=_positive_int, default=1, help="transformer encoder blocks (default 1)")
     m.add_argument("--dropout", type=_fraction, default=0.2, help="dropout before the logits (default 0.2)")
     m.add_argument("--no-prior-bias", dest="prior_bias", action="store_false",
                    help="start the logits' bias at 0 instead of log(prior / (1 - prior))")
-    m.add_argument("--epochs", type=_positive_int, default=5, help="training epochs (default 5)")
+    m.add_argument("--epochs", type=_positive_int, default=5,
+                   help="most training epochs (default 5); --select keeps the best epoch's weights")
+    m.add_argument("--select", default="macro_f1", choices=["macro_f1", "micro_f1", "val_loss", "last"],
+                   help="the epoch whose weights are kept: best validation macro-F1 at the tuned global threshold "
+                        "(default), micro-F1, lowest validation loss, or the last epoch")
+    m.add_argument("--patience", type=_nonnegative_int, default=3,
+                   help="stop after this many epochs without a better --select score (default 3; 0: never stop "
+                        "early)")
     m.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
     m.add_argument("--learning-rate", type=_positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
     m.add_argument("--max-length", type=_max_length, default=128,
@@ -146,9 +175,10 @@ def _add_train_flags(p):
     m.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
                    help="tf.distribute strategy; multiworker reads TF_CONFIG (set FUSEDFOCAL_LOGICAL_CPUS=N "
                         "to test mirrored on N logical CPUs)")
-    m.add_argument("--groups", type=_groups, default=(35, 8), metavar="HEAD_MIN,TAIL_MAX",
+    m.add_argument("--groups", type=_groups, default=None, metavar="auto|huang|HEAD_MIN,TAIL_MAX",
                    help="label groups by training documents: head >= HEAD_MIN, tail <= TAIL_MAX, medium in "
-                        "between (default 35,8 as in Huang et al. 2021)")
+                        "between; auto (default): terciles of the labels by training documents; huang: 35,8 as "
+                        "in Huang et al. 2021 on Reuters")
     m.add_argument("--profile", type=_nonnegative_int, default=0, metavar="STEPS",
                    help="capture a TensorFlow profiler trace of STEPS training steps into RUN/logs")
     m.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
@@ -189,6 +219,9 @@ def build_parser():
                    help="continue an interrupted comparison in --out with its stored settings: finished losses "
                         "are kept, an interrupted one resumes from its checkpoint")
     c.add_argument("--overwrite", action="store_true", help="replace the comparison already in --out")
+    c.add_argument("--seeds", type=_seeds, metavar="S,S,...",
+                   help="train every loss once per seed (e.g. 0,1,2) and report mean ± sd per metric "
+                        "(default: --seed only)")
     c.add_argument("--threshold-mode", default="global", choices=["global", "per_class", "0.5"],
                    help="thresholds of the main table (default global: one threshold tuned on validation, "
                         "as Huang et al.)")
@@ -203,7 +236,8 @@ def build_parser():
     e.add_argument("--labels-field", default=None)
     e.add_argument("--label-separator", default=None)
     e.add_argument("--split-string-labels", action="store_true", default=None)
-    e.add_argument("--groups", type=_groups, default=None, metavar="HEAD_MIN,TAIL_MAX")
+    e.add_argument("--groups", type=_groups, default=None, metavar="auto|huang|HEAD_MIN,TAIL_MAX",
+                   help="label groups (default: the run's)")
     e.add_argument("--output", metavar="JSON", help="write the metrics here (default RUN_DIR/evaluation.json)")
 
     p = sub.add_parser("predict", help="predict labels of texts with a trained run",

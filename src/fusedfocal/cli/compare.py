@@ -88,7 +88,11 @@ def cmd_compare(args):
     out = Path(args.out)
     rundir.check_folder(out)
     t_start = time.time()
-    prep = prepare(args)
+    seeds = list(args.seeds or [args.seed])
+    preps = {}
+    for seed in seeds:  # each seed has its own validation split and vocabulary
+        preps[seed] = prepare(_with_seed(args, seed))
+    prep = preps[seeds[0]]
     runs = []
     for name, params in specs:
         p = {**shared, **params}
@@ -101,23 +105,38 @@ def cmd_compare(args):
         rundir.guard(out, COMPARE_FILES, resume=args.resume, overwrite=args.overwrite, finished="comparison.json")
         if not (args.resume and (out / CONFIG_FILE).exists()):
             report.write_json(out / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
-                **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode}})
-        results = []
-        for i, (name, tagged) in enumerate(runs, 1):
+                **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode,
+                "seeds": args.seeds}})
+        per_loss = []
+        k, total = 0, len(runs) * len(seeds)
+        for name, tagged in runs:
             label = loss_label(name, tagged)
-            run_dir = out / "runs" / _slug(label)
-            title = f"[{i}/{len(runs)}] {args.model} + {label}: {args.epochs} epoch(s) on {labels_text}"
-            with rundir.RunLock(run_dir):
-                if args.resume and is_finished(run_dir):
-                    log(f"{title}: finished already in {run_dir}, kept")
-                    results.append(finished_result(run_dir, prep))
-                else:
-                    resume = args.resume and (run_dir / CONFIG_FILE).exists()
-                    results.append(train_run(args, prep, name, tagged, run_dir, resume=resume,
-                                             title=title + (" [resumed]" if resume else "")))
-            results[-1]["run_dir"] = str(run_dir)
+            per_seed = []
+            for seed in seeds:
+                k += 1
+                run_dir = out / "runs" / (_slug(label) + (f"-seed{seed}" if args.seeds else ""))
+                title = (f"[{k}/{total}] {args.model} + {label}" + (f", seed {seed}" if args.seeds else "")
+                         + f": at most {args.epochs} epoch(s) on {labels_text}")
+                args_s, prep_s = _with_seed(args, seed), preps[seed]
+                with rundir.RunLock(run_dir):
+                    if args.resume and is_finished(run_dir):
+                        log(f"{title}: finished already in {run_dir}, kept")
+                        per_seed.append(finished_result(run_dir, prep_s))
+                    else:
+                        resume = args.resume and (run_dir / CONFIG_FILE).exists()
+                        per_seed.append(train_run(args_s, prep_s, name, tagged, run_dir, resume=resume,
+                                                  title=title + (" [resumed]" if resume else "")))
+                per_seed[-1]["run_dir"] = str(run_dir)
+            per_loss.append(per_seed)
+        results = [report.aggregate(r) for r in per_loss]
         wall = time.time() - t_start
         write_comparison(args, prep, results, out, wall, labels_text)
+
+
+def _with_seed(args, seed):
+    import argparse
+
+    return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
 def finished_result(run_dir, prep):
@@ -138,18 +157,24 @@ def finished_result(run_dir, prep):
 
 def write_comparison(args, prep, results, out, wall, labels_text):
     mode = args.threshold_mode
-    groups = tuple(args.groups)
+    groups, rule = ev.resolve_groups(args.groups, prep.pipeline.label_vocab.counts)
     counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}
-    group_text = (f"head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
+    group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
                   f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
-    title = (f"Loss comparison: {args.model} model, {args.epochs} epoch(s), seed {args.seed}, trained on "
-             f"{prep.description}")
+    seeds = list(args.seeds or [args.seed])
+    select = getattr(args, "select", "macro_f1")
+    seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if args.seeds else f"seed {args.seed}")
+    title = (f"Loss comparison: {args.model} model, at most {args.epochs} epoch(s) (kept: the best by validation "
+             f"{select}, patience {getattr(args, 'patience', 3)}), {seed_text}, trained on {prep.description}")
     eval_text = (f"Metrics in % on the {prep.eval_split} split at {MODE_TEXT[mode]}"
                  + (" (no --eval given: the validation split is also the evaluation split, so these numbers "
                     "are optimistic)" if prep.eval_split == "validation" else ""))
     empty = [g for g, n in counts.items() if n == 0]
     note_empty = (f"Group(s) {', '.join(empty)} have no labels with these boundaries (--groups "
                   f"{groups[0]},{groups[1]}), shown as '-'." if empty else "")
+    if args.seeds:
+        note_empty += (" A best value is marked wherever a mean is within one standard deviation of the best "
+                       "mean (a tie); per-label recall and the plots are the means / the first seed's.")
     table = report.render_table(results, mode)
     md_table = report.render_table(results, mode, markdown=True)
     f1_rows = []
@@ -161,6 +186,8 @@ def write_comparison(args, prep, results, out, wall, labels_text):
                       report.fmt(mm["macro"]["f1"] if mm["macro"] else None)]
         cells.append(f"{r['thresholds']['global']:.2f}")
         cells.append(f"{r['train_seconds']:.0f}")
+        cells.append(report.chosen_epochs(r))
+        cells.append(report.curve(r))
         f1_rows.append(cells)
     out.mkdir(parents=True, exist_ok=True)
     recall_png = out / "recall_vs_frequency.png"
@@ -183,7 +210,8 @@ def write_comparison(args, prep, results, out, wall, labels_text):
           "Columns:", "", "```", legend, "```", "",
           "## Micro-F1 / macro-F1 at each threshold choice", "",
           "| loss | miF1 @0.5 | maF1 @0.5 | miF1 global | maF1 global | miF1 per-label | maF1 per-label | "
-          "global threshold | train s |", "| --- |" + " ---: |" * 8]
+          "global threshold | train s | chosen epoch | validation macro-F1 by epoch (first seed; * kept) |",
+          "| --- |" + " ---: |" * 10]
     md += ["| " + " | ".join(c) + " |" for c in f1_rows]
     md += ["", "## Per-label recall", "", report.per_class_recall_table(results, mode), "",
            f"![per-label recall against frequency]({recall_png.name})", "",
@@ -192,7 +220,8 @@ def write_comparison(args, prep, results, out, wall, labels_text):
            + ", ".join(f"`{r['run_dir']}`" for r in results), ""]
     rundir.write_text(out / "comparison.md", "\n".join(md))
     payload = {"title": title, "data": prep.description, "eval_split": prep.eval_split, "threshold_mode": mode,
-               "groups": {"boundaries": list(groups), **counts}, "wall_seconds": round(wall, 1),
+               "groups": {"boundaries": list(groups), "rule": rule, **counts}, "seeds": seeds,
+               "wall_seconds": round(wall, 1),
                "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}
     report.write_json(out / "comparison.json", payload)
 
@@ -209,7 +238,8 @@ def write_comparison(args, prep, results, out, wall, labels_text):
     print()
     print("micro-F1 / macro-F1 at 0.5 | global tuned | per-label tuned thresholds:")
     for c in f1_rows:
-        print(f"  {c[0]:<28} {c[1]:>5} / {c[2]:<5} | {c[3]:>5} / {c[4]:<5} | {c[5]:>5} / {c[6]:<5}")
+        print(f"  {c[0]:<28} {c[1]:>5} / {c[2]:<5} | {c[3]:>5} / {c[4]:<5} | {c[5]:>5} / {c[6]:<5} "
+              f"| epoch {c[9]}, val macro-F1 {c[10]}")
     print()
     print(f"Wrote {out}/comparison.md, comparison.json, {recall_png.name}, {pr_png.name} and one run folder "
           f"per loss under {out}/runs/ in {wall:.0f}s.")

@@ -11,10 +11,12 @@ with ``zero_division=0`` on multi-label indicator arrays):
   evaluated split (a label absent from the split has no recall to measure;
   on Reuters-21578 ApteMod every label has test documents, so this equals
   scikit-learn's macro average there).
-* groups: labels split by the number of *training* documents, defaults of
-  Huang et al. (2021): head ``n >= 35``, medium ``8 < n < 35``, tail ``n <= 8``.
-  A group without labels (possible on small or synthetic data) has ``None``
-  metrics, printed as ``-``.
+* groups: labels split by the number of *training* documents: head ``n >= HI``,
+  medium ``LO < n < HI``, tail ``n <= LO``. By default (:func:`resolve_groups`)
+  the boundaries are the terciles of the labels by training documents, so each
+  group holds about a third of the labels on any data set; ``--groups huang``
+  gives Huang et al.'s (2021) Reuters boundaries ``(35, 8)``. A group without
+  labels has ``None`` metrics, printed as ``-``.
 
 Thresholds are tuned on the validation split held out from the training data,
 never on test: one global threshold maximising micro-F1 and one per label
@@ -26,7 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GRID", "prf", "metrics_at", "tune_thresholds", "label_groups", "pr_curve", "all_metrics"]
+__all__ = ["GRID", "prf", "metrics_at", "tune_thresholds", "label_groups", "tercile_groups", "resolve_groups",
+           "pr_curve", "all_metrics"]
+
+HUANG = (35, 8)
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 GROUPS = ("head", "medium", "tail")
@@ -74,6 +79,29 @@ def label_groups(train_counts, boundaries=(35, 8)):
     c = np.asarray(train_counts)
     return {"head": np.flatnonzero(c >= hi), "medium": np.flatnonzero((c > lo) & (c < hi)),
             "tail": np.flatnonzero(c <= lo)}
+
+
+def tercile_groups(train_counts):
+    """``(HI, LO)``: the third of the labels with the most training documents is head (``n >= HI``),
+    the rarest third tail (``n <= LO``); labels tied with a boundary join that outer group."""
+    c = np.sort(np.asarray(train_counts, np.int64))
+    if c.size == 0:
+        return (1, 0)
+    k = max(1, c.size // 3)
+    lo, hi = int(c[k - 1]), int(c[c.size - k])
+    return (max(hi, lo + 1), lo)
+
+
+def resolve_groups(spec, train_counts):
+    """``(boundaries, rule)``: ``spec`` ``None`` or ``"auto"`` -> :func:`tercile_groups`; ``"huang"`` ->
+    ``(35, 8)``; a pair -> itself. ``rule`` says in words where the boundaries came from."""
+    if spec is None or spec == "auto":
+        b = tercile_groups(train_counts)
+        return b, f"terciles of the {len(train_counts)} labels by training documents (--groups auto)"
+    if spec == "huang" or tuple(spec) == HUANG:
+        return HUANG, "Huang et al. (2021)'s Reuters boundaries (--groups huang)"
+    b = tuple(int(x) for x in spec)
+    return b, f"set by --groups {b[0]},{b[1]}"
 
 
 def metrics_at(scores, labels, thresholds, *, train_counts, label_names, boundaries=(35, 8)):

@@ -57,7 +57,7 @@ def cmd_evaluate(args):
             f"the label vocabulary of this data does not match the run's: expected labels such as "
             f"{labels.labels[:5]} ({len(labels)} in {Path(args.run_dir) / 'label_vocab.json'}); received "
             f"{len(unknown)} label name(s), none of them known, e.g. {sorted(unknown)[:5]}"))
-    groups = tuple(args.groups or stored.get("groups") or (35, 8))
+    groups, _ = ev.resolve_groups(args.groups or stored.get("groups"), labels.counts)
     scores = predict_scores(model, pipe, texts)
     metrics = ev.all_metrics(scores, y, thresholds, train_counts=labels.counts, label_names=labels.labels,
                              boundaries=groups)

@@ -7,6 +7,9 @@
 * ``transformer``: token + position embeddings, 1-2 pre-norm encoder blocks
   (``keras.layers.MultiHeadAttention`` with a padding mask), masked mean
   pooling, dense logits.
+* ``ngram``: TF-IDF (or log-count) weighted WordPiece unigrams and bigrams
+  built in the graph with tensorflow-text, a linear or one-hidden-layer head
+  (:mod:`fusedfocal.cli.ngram`); its statistics come from ``fit_ids``.
 
 The logits layer always computes in float32 (mixed precision keeps the loss
 exact). With ``prior_bias=True`` its bias starts at ``log(p / (1 - p))`` for
@@ -20,9 +23,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from fusedfocal.cli import ngram as _ngram  # noqa: F401  (registers NgramBag for load_model)
+
 __all__ = ["MODELS", "build_model", "prior_logits"]
 
-MODELS = ("cnn", "fasttext", "transformer")
+MODELS = ("cnn", "fasttext", "transformer", "ngram")
 
 
 def prior_logits(priors, eps=1e-4):
@@ -65,7 +70,8 @@ class MaskedMeanPool(keras.layers.Layer):
 
 
 def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_bias=True,
-                embed_dim=None, filters=96, widths=(1, 2, 3), layers=1, heads=4, dropout=0.2, seed=0):
+                embed_dim=None, filters=96, widths=(1, 2, 3), layers=1, heads=4, dropout=0.2, seed=0,
+                fit_ids=None, ngram_hidden=0, ngram_bigrams=50000, ngram_weighting="tfidf"):
     """Builds an uncompiled model.
 
     Args:
@@ -82,9 +88,23 @@ def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_
       heads: Attention heads (transformer).
       dropout: Dropout rate before the logits (and inside the encoder).
       seed: Seed of the dropout layers.
+      fit_ids: ngram: token ids ``[N, T]`` of the training documents (bigram vocabulary, idf).
+      ngram_hidden: ngram: hidden units (0: a linear model).
+      ngram_bigrams: ngram: largest bigram vocabulary (0: unigrams only).
+      ngram_weighting: ngram: ``"tfidf"`` or ``"logcount"``.
     """
     if name not in MODELS:
         raise ValueError(f"Invalid value for argument `model`. Expected one of {list(MODELS)}. Received: {name!r}")
+    if name == "ngram":
+        from fusedfocal.cli import ngram
+
+        if fit_ids is None:
+            raise ValueError("Invalid value for argument `fit_ids`. Expected the training token ids [N, T] for "
+                             "model 'ngram'. Received: None")
+        return ngram.build_ngram_model(vocab_size=vocab_size, num_labels=num_labels, fit_ids=fit_ids,
+                                       priors=priors, prior_bias=prior_bias, hidden=ngram_hidden,
+                                       weighting=ngram_weighting, max_bigrams=ngram_bigrams,
+                                       dropout=dropout if ngram_hidden else 0.0, seed=seed)
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     if name == "cnn":
         dim = embed_dim or 96

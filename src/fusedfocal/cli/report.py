@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fmt", "write_json", "comparison_rows", "render_table", "plot_recall_vs_frequency", "plot_pr_curves"]
+__all__ = ["fmt", "write_json", "comparison_rows", "render_table", "plot_recall_vs_frequency", "plot_pr_curves",
+           "aggregate", "chosen_epochs", "curve"]
 
 GROUPS = ("head", "medium", "tail")
 
@@ -70,24 +71,34 @@ def comparison_rows(results, mode):
 
 
 def render_table(results, mode, *, markdown=False):
-    """The comparison table; the best value of each column marked (``*`` or bold)."""
+    """The comparison table; the best value of each column marked (``*`` or bold).
+
+    Over several seeds (results of :func:`aggregate`) a cell is ``mean±sd`` and every row whose mean
+    is within one standard deviation of the best mean (the larger of the two rows' sds) is marked:
+    a tie, not a win. The last column is the chosen epoch (per seed)."""
     rows = comparison_rows(results, mode)
+    sds = [[get(r["metrics_sd"][mode]) if r.get("metrics_sd") else None for _, _, get in COLUMNS] for r in results]
     best = []
     for c in range(1, len(COLUMNS) + 1):
-        vals = [r[c] for r in rows if r[c] is not None]
+        vals = [(r[c], i) for i, r in enumerate(rows) if r[c] is not None]
         best.append(max(vals) if vals else None)
-    head = ["loss"] + [h for h, _, _ in COLUMNS]
+    head = ["loss"] + [h for h, _, _ in COLUMNS] + ["epoch"]
     body = []
-    for r in rows:
+    for i, r in enumerate(rows):
         cells = [r[0]]
         for c, v in enumerate(r[1:]):
-            s = fmt(v)
-            if v is not None and len(rows) > 1 and best[c] is not None and round(100 * v, 1) == round(100 * best[c], 1):
-                s = f"**{s}**" if markdown else s + "*"
+            sd = sds[i][c]
+            s = fmt(v) + (f"±{fmt(sd)}" if sd is not None else "")
+            if v is not None and len(rows) > 1 and best[c] is not None:
+                bv, bi = best[c]
+                margin = max(sd or 0.0, sds[bi][c] or 0.0)
+                if round(100 * v, 1) == round(100 * bv, 1) or bv - v <= margin:
+                    s = f"**{s}**" if markdown else s + "*"
             cells.append(s)
+        cells.append(chosen_epochs(results[i]))
         body.append(cells)
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * len(COLUMNS)]
+        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(COLUMNS) + 1)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
@@ -99,7 +110,8 @@ def render_table(results, mode, *, markdown=False):
 
 
 def column_legend():
-    return "\n".join(f"  {h:6s} {d}" for h, d, _ in COLUMNS)
+    return "\n".join([f"  {h:6s} {d}" for h, d, _ in COLUMNS]
+                     + ["  epoch  the epoch whose weights were kept (best validation score; one per seed)"])
 
 
 def per_class_recall_table(results, mode, *, markdown=True):
@@ -175,3 +187,54 @@ def plot_pr_curves(curves, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- seeds
+def _tree(values, fn, equal):
+    """``fn`` over the numbers at the same place of equally shaped dicts/lists (``equal(x)`` where all
+    of them are ``x``, so counts stay integers); other leaves from the first."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _tree([v[k] if isinstance(v, dict) and k in v else None for v in values], fn, equal)
+                for k in first}
+    if isinstance(first, list):
+        if all(isinstance(v, list) and len(v) == len(first) for v in values):
+            return [_tree([v[i] for v in values], fn, equal) for i in range(len(first))]
+        return first
+    if isinstance(first, bool) or not isinstance(first, (int, float)):
+        return first
+    if any(v is None or isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+        return None
+    if all(v == first for v in values):
+        return equal(first)
+    return fn(np.asarray(values, np.float64))
+
+
+def aggregate(runs):
+    """One loss over several seeds: ``metrics`` are the means, ``metrics_sd`` the standard deviations
+    (``ddof=1``), ``seeds_results`` the per-seed summaries. A single run is returned as it is."""
+    if len(runs) == 1:
+        return {**runs[0], "metrics_sd": None}
+    out = {k: v for k, v in runs[0].items() if k not in ("metrics", "thresholds", "train_seconds")}
+    out["metrics"] = _tree([r["metrics"] for r in runs], lambda a: float(a.mean()), lambda x: x)
+    out["metrics_sd"] = _tree([r["metrics"] for r in runs], lambda a: float(a.std(ddof=1)), lambda x: 0.0)
+    out["thresholds"] = {"global": float(np.mean([r["thresholds"]["global"] for r in runs]))}
+    out["train_seconds"] = float(np.sum([r["train_seconds"] for r in runs]))
+    out["seeds"] = [r["settings"]["seed"] for r in runs]
+    out["per_seed"] = [{"seed": r["settings"]["seed"], "run_dir": r.get("run_dir"), "selection": r.get("selection"),
+                        "micro_f1": _get(r["metrics"]["global"], "micro", "f1"),
+                        "macro_f1": _get(r["metrics"]["global"], "macro", "f1")} for r in runs]
+    return out
+
+
+def chosen_epochs(result):
+    """The chosen epoch(s) of a result as text: ``4`` or ``4/3/5`` over seeds."""
+    sel = [p.get("selection") for p in result["per_seed"]] if result.get("per_seed") else [result.get("selection")]
+    return "/".join(str(s["best_epoch"]) if s else "-" for s in sel)
+
+
+def curve(result, key="val_macro_f1"):
+    """The validation curve of the (first) run as text, the chosen epoch starred: ``41 46 48* 47``."""
+    vals = result.get("history", {}).get(key, [])
+    best = (result.get("selection") or {}).get("best_epoch")
+    return " ".join(fmt(v, digits=0) + ("*" if i + 1 == best else "") for i, v in enumerate(vals)) or "-"

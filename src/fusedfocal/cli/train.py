@@ -29,7 +29,7 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "alpha", "gamma_neg", "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim",
            "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
            "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
-           "profile", "verbose")
+           "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience")
 
 
 def log(*parts):
@@ -346,7 +346,8 @@ def use_jit(args):
     # Keras turns XLA off itself under op determinism (--deterministic, process-wide once enabled).
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
-    return (args.strategy == "default" and args.model != "transformer" and not args.deterministic
+    # ngram: tf.unique has no XLA kernel.
+    return (args.strategy == "default" and args.model not in ("transformer", "ngram") and not args.deterministic
             and not is_op_determinism_enabled())
 
 
@@ -374,22 +375,48 @@ def save_vocabularies(pipeline, run_dir):
             os.replace(f, run_dir / f.name)
 
 
-def predict_scores(model, pipeline, texts, batch_size=256):
-    """Sigmoid scores ``[N, C]`` of every text, computed locally on this worker.
+_PREDICT_STEPS: list = []  # (model, tf.function) of the last few models scored
+
+
+def _predict_step(model):
+    """One traced function per model (scored every epoch by the best-epoch selection)."""
+    import tensorflow as tf
+
+    for m, step in _PREDICT_STEPS:
+        if m is model:
+            return step
+
+    @tf.function(autograph=False, reduce_retracing=True)
+    def step(ids):
+        return tf.cast(model({"token_ids": ids}, training=False), tf.float32)
+
+    _PREDICT_STEPS.append((model, step))
+    del _PREDICT_STEPS[:-2]
+    return step
+
+
+def predict_scores(model, pipeline, texts, batch_size=256, return_logits=False):
+    """Sigmoid scores ``[N, C]`` of every text (and the logits with ``return_logits``), computed
+    locally on this worker.
 
     The model is called directly rather than through ``model.predict``, which under a multi-worker
-    strategy would shard the documents across workers (each would see only its part).
+    strategy would shard the documents across workers (each would see only its part). Every batch
+    is padded to ``batch_size`` rows (and, with a fixed-shape pipeline, ``max_length`` ids), so the
+    step is traced once per model: no tf.function retracing warning however often it is called.
     """
     import tensorflow as tf
 
-    @tf.function(autograph=False)
-    def step(ids):
-        return tf.math.sigmoid(tf.cast(model({"token_ids": ids}, training=False), tf.float32))
-
+    step = _predict_step(model)
     out = []
     for i in range(0, len(texts), batch_size):
-        out.append(step(pipeline.tokenize(texts[i:i + batch_size])).numpy())
-    return np.concatenate(out, 0) if out else np.zeros((0, pipeline.num_labels), np.float32)
+        ids = pipeline.tokenize(texts[i:i + batch_size])
+        n = int(ids.shape[0])
+        if n < batch_size:
+            ids = tf.pad(ids, [[0, batch_size - n], [0, 0]])
+        out.append(step(ids).numpy()[:n])
+    logits = np.concatenate(out, 0) if out else np.zeros((0, pipeline.num_labels), np.float32)
+    scores = tf.math.sigmoid(logits).numpy()
+    return (scores, logits) if return_logits else scores
 
 
 def profile_batches(args, steps_per_epoch):
@@ -474,7 +501,7 @@ def ScalarLogger(log_dir, profile_batch):
 
 def stored_args(args):
     out = {k: getattr(args, k, None) for k in _STORED}
-    out["groups"] = list(out["groups"]) if out["groups"] else None
+    out["groups"] = list(out["groups"]) if isinstance(out["groups"], (list, tuple)) else out["groups"]
     return out
 
 
@@ -485,7 +512,7 @@ def resume_args(subparser, argv, args):
         raise CLIError("--resume", f"expected a run folder with {CONFIG_FILE} in --out; received {args.out!r}, "
                                    "which has none (start the run without --resume)")
     stored = json.loads(cfg_path.read_text())["args"]
-    if stored.get("groups"):
+    if isinstance(stored.get("groups"), list):
         stored["groups"] = tuple(stored["groups"])
     subparser.set_defaults(**stored)
     return subparser.parse_args(argv)
@@ -527,11 +554,15 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         shutil.rmtree(work_dir / "logs", ignore_errors=True)
 
     priors = prep.fit_counts / max(prep.fit_docs, 1)
+    fit_ids = pipe.tokenize(prep.fit[0]).numpy() if args.model == "ngram" else None  # bigram vocabulary, idf
     with strategy.scope():
         model = models.build_model(args.model, vocab_size=len(pipe.wordpiece_vocab), num_labels=len(labels),
                                    max_length=args.max_length, priors=priors, prior_bias=args.prior_bias,
                                    embed_dim=args.embed_dim, filters=args.filters, layers=args.layers,
-                                   dropout=args.dropout, seed=args.seed)
+                                   dropout=args.dropout, seed=args.seed, fit_ids=fit_ids,
+                                   ngram_hidden=getattr(args, "ngram_hidden", 0) or 0,
+                                   ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
+                                   ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf")
         loss = build_loss(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss, jit_compile=use_jit(args))
 
@@ -587,7 +618,17 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     if args.profile:
         check_profiler()
     n_steps = steps
+    # Best-epoch selection and early stopping: scores every epoch on validation, before the checkpoint.
+    from fusedfocal.cli import select as sel
+
+    val_y_sel, _ = labels.encode(prep.val[1])
+    selector = sel.BestEpoch(
+        getattr(args, "select", None) or "macro_f1", getattr(args, "patience", 3) or 0,
+        lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y_sel, predict_scores),
+        checkpoints.dir, records, log=log)
+    selector.set_model(model)
     callbacks = [
+        selector,
         rundir.epoch_callback(checkpoints, work_dir / EPOCHS_FILE, records),
         tensorboard_callback(work_dir / "logs", profile_batches(args, n_steps)),
     ]
@@ -598,10 +639,11 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     if title:
         log(title)
     t0 = time.time()
-    if train_ds is not None:
+    if train_ds is not None and not selector.exhausted:
         model.fit(train_ds, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                   validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
     train_seconds = time.time() - t0 + sum(r.get("seconds", 0.0) for r in records[:initial_epoch])
+    selector.restore_best()  # the weights of the best epoch (already in place if it was the last)
     rundir.fault("before-final")
     # Final files, each written atomically; the checkpoint stays until the last of them is in place,
     # so a kill at any moment here is resumed from it (and rewrites the same files).
@@ -623,7 +665,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
                      "use the global threshold)"}
     test_scores = val_scores if prep.eval_split == "validation" else predict_scores(model, pipe, prep.test[0])
     test_y, unknown = labels.encode(prep.test[1])
-    groups = tuple(args.groups)
+    groups, group_rule = ev.resolve_groups(args.groups, labels.counts)
     kw = dict(train_counts=labels.counts, label_names=labels.labels, boundaries=groups)
     metrics = ev.all_metrics(test_scores, test_y, thresholds, **kw)
     epochs_log = list(records)  # every epoch exactly once, resumed runs included
@@ -632,14 +674,14 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         "loss_params": {k: v for k, (v, _) in loss_params.items()},
         "data": prep.description, "eval_split": prep.eval_split,
         "documents": {"fit": len(fit_texts), "validation": len(prep.val[0]), "eval": len(prep.test[0])},
-        "labels": len(labels), "groups": {"boundaries": list(groups), **{
+        "labels": len(labels), "groups": {"boundaries": list(groups), "rule": group_rule, **{
             k: int(len(v)) for k, v in ev.label_groups(labels.counts, groups).items()}},
         "unknown_eval_labels": dict(unknown),
         "thresholds": {"global": g, "per_class_fallbacks": len(thresholds["fallback_to_global"])},
         "metrics": metrics,
         "validation_metrics": {"global": ev.metrics_at(val_scores, val_y, g, **kw)["micro"]},
         "history": {k: [float(r[k]) for r in epochs_log if k in r] for k in history_keys(epochs_log)},
-        "epochs": epochs_log, "train_seconds": round(train_seconds, 2),
+        "epochs": epochs_log, "selection": selector.summary(), "train_seconds": round(train_seconds, 2),
         "settings": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                      "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": args.seed,
                      "deterministic": args.deterministic, "strategy": args.strategy,
