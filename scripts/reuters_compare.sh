@@ -11,5 +11,5 @@ PY="${PYTHON:-$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python}"
 time "$PY" -m fusedfocal compare \
   --data "$REUTERS/train.jsonl.gz" --eval "$REUTERS/test.jsonl.gz" --val-size 1000 \
   --losses "bce,focal:gamma=2,alpha=none,focal:gamma=2,alpha=0.25,asl,cb,db" \
-  --model cnn --max-length 128 --epochs 7 --batch-size 32 --learning-rate 3e-3 --seed 0 \
+  --model cnn --max-length 128 --epochs 7 --batch-size 32 --learning-rate 3e-3 --seed 0 --groups huang \
   --verbose 2 --out "$OUT" "$@"
