@@ -17,9 +17,15 @@ of ``y_pred`` to the loss dtype and Keras' separate weighting and sum. The
 result is the one Keras' own reduction gives (same divisor, same
 distribution scaling); with a mask on ``y_pred`` or an unusual input the
 ordinary Keras path runs.
+
+:func:`define_classes` builds one flavour's classes from the declarations in
+:mod:`fusedfocal._registry`, with real ``__init__`` signatures and docstrings.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import inspect
 
 import numpy as np
 import tensorflow as tf
@@ -128,3 +134,82 @@ class LogitsLossMixin:
         config = super().get_config()
         config.update({k: to_config(p) for k, p in self._params.items()})
         return config
+
+
+class SetLossMixin:
+    """For Keras classes over set losses (Dice/Tversky): ``sample_weight``
+    weights each element's share of the soft counts (it is passed to the
+    function as ``weights``), not the final per-class losses, which the
+    Keras reduction then averages (``sum_over_batch_size``: mean over
+    classes) or sums."""
+
+    elementwise = False
+    _weights = None
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        self._weights = sample_weight
+        try:
+            return super().__call__(y_true, y_pred)
+        finally:
+            self._weights = None
+
+    def call(self, y_true, y_pred):
+        return self._fn(y_pred, y_true, weights=self._weights, **self._params)
+
+
+# -- building one flavour's classes from the declarations -----------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Flavour:
+    """What differs between the Keras 3 and the tf_keras classes.
+
+    ``reduction``: the default ``reduction=``; ``extra``: ``(name, default)``
+    constructor arguments after ``name`` (Keras 3's ``dtype``); the rest fill
+    the docstring templates of :class:`fusedfocal._registry.LossSpec`.
+    """
+
+    keras: str
+    lib: str
+    module: str
+    default: str
+    weighted_mean: str
+    reduction: object
+    extra: tuple = ()
+    dtype_doc: str = ""
+
+
+def define_classes(specs, base, flavour, register, module):
+    """``{class name: class}`` for ``specs``, subclasses of ``base`` registered
+    with ``register`` and living in ``module``."""
+    return {spec.cls: _define(spec, base, flavour, register, module) for spec in specs}
+
+
+def _define(spec, base, flavour, register, module):
+    own = list(inspect.signature(spec.params).parameters.values())
+    assert all(p.default is not p.empty for p in own), spec.cls
+    tail = [("reduction", flavour.reduction), ("name", spec.loss_name), *flavour.extra]
+    names = [p.name for p in own] + [n for n, _ in tail]
+    # A real function, so help(), inspect.signature and from_config see the
+    # parameters: __init__(self, <params>, reduction=..., name=..., [dtype]).
+    code = (
+        f"def __init__(self, {', '.join(names)}):\n"
+        f"    _base_init(self, _fn, _params({', '.join(p.name for p in own)}),\n"
+        f"               {', '.join(f'{n}={n}' for n, _ in tail)})\n"
+    )
+    scope = {"_base_init": base.__init__, "_fn": spec.fn, "_params": spec.params}
+    exec(code, scope)  # noqa: S102 - the source is built from the spec's parameter names only
+    init = scope["__init__"]
+    init.__defaults__ = tuple(p.default for p in own) + tuple(d for _, d in tail)
+    init.__module__, init.__qualname__ = module, f"{spec.cls}.__init__"
+    doc = spec.doc.format(**dataclasses.asdict(flavour))
+    namespace = {
+        "__module__": module,
+        "__qualname__": spec.cls,
+        "__doc__": doc,
+        "__init__": init,
+        "elementwise": spec.elementwise and not spec.set_loss,
+        "fused_reduction": spec.fused_reduction,
+    }
+    bases = (SetLossMixin, base) if spec.set_loss else (base,)
+    return register(type(spec.cls, bases, namespace))

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import reference as ref
 from _helpers import configs_for, DTYPE_IDS, DTYPES, MODES, SOFT, X, Y, check_extremes, check_reductions, check_reference, check_shapes
+import fusedfocal.keras
 from fusedfocal import losses as L
 
 CONFIGS = [dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05), dict(gamma_pos=1.0, gamma_neg=0.5, clip=0.2),
@@ -67,4 +68,4 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"Invalid value for argument `clip`. Expected a float in \[0, 1\)"):
         L.asymmetric_loss(X, Y, clip=1.0)
     with pytest.raises(ValueError, match="Invalid value for argument `clip`"):
-        L.get("asl", clip=-0.1)
+        fusedfocal.keras.get("asl", clip=-0.1)

@@ -122,19 +122,20 @@ def test_tf_keras_save_load(tmp_path):
 
 
 def test_registry():
-    for name, cls in L.NAMES.items():
-        obj = L.get(name, class_counts=COUNTS, num_docs=NUM_DOCS)
+    assert legacy.NAMES is fusedfocal.keras.NAMES
+    for name, cls in fusedfocal.keras.NAMES.items():
+        obj = fusedfocal.keras.get(name, class_counts=COUNTS, num_docs=NUM_DOCS)
         assert type(obj) is getattr(fusedfocal.keras, cls)
-        assert type(L.get_legacy(name, class_counts=COUNTS, num_docs=NUM_DOCS)) is getattr(legacy, cls)
-    wbce = L.get("wbce", class_counts=COUNTS, num_docs=NUM_DOCS)
+        assert type(legacy.get(name, class_counts=COUNTS, num_docs=NUM_DOCS)) is getattr(legacy, cls)
+    wbce = fusedfocal.keras.get("wbce", class_counts=COUNTS, num_docs=NUM_DOCS)
     np.testing.assert_allclose(wbce.get_config()["pos_weight"], (NUM_DOCS - COUNTS) / np.maximum(COUNTS, 1))
-    assert L.get("asl", gamma_neg=2.0).get_config()["gamma_neg"] == 2.0
+    assert fusedfocal.keras.get("asl", gamma_neg=2.0).get_config()["gamma_neg"] == 2.0
     with pytest.raises(ValueError, match=r"Invalid value for argument `loss`. Expected one of \{.*\}. Received: loss='nope'"):
-        L.get("nope")
+        fusedfocal.keras.get("nope")
     with pytest.raises(ValueError, match="Invalid value for argument `class_counts`"):
-        L.get("cb")
+        fusedfocal.keras.get("cb")
     with pytest.raises(ValueError, match="Invalid value for argument `num_docs`"):
-        L.get("db", class_counts=COUNTS)
+        fusedfocal.keras.get("db", class_counts=COUNTS)
 
 
 def test_bad_arguments_in_init():

@@ -71,7 +71,7 @@ def _pr_labels(result, boundaries, k=2):
 
 
 def cmd_compare(args):
-    from fusedfocal import losses
+    from fusedfocal import keras as losses  # the loss registry: NAMES, get
 
     specs = parse_loss_specs(args.losses)
     shared = {}

@@ -223,7 +223,7 @@ def parse_loss_params(args):
 
 def build_loss(name, params, class_counts, num_docs, flag="--loss"):
     """A Keras 3 loss from the registry; bad names or parameters become CLI errors naming the flag."""
-    from fusedfocal import losses
+    from fusedfocal import keras as losses  # the loss registry: NAMES, get
 
     if name not in losses.NAMES:
         raise CLIError(flag, f"invalid loss {name!r}; expected one of {', '.join(losses.NAMES)}")
@@ -258,7 +258,7 @@ def loss_parameters(name):
     import inspect
 
     from fusedfocal import keras as fk
-    from fusedfocal import losses
+    from fusedfocal import keras as losses  # the loss registry: NAMES, get
 
     skip = {"self", "reduction", "name", "dtype", "class_counts", "num_docs", "args", "kwargs"}
     sig = inspect.signature(getattr(fk, losses.NAMES[name]).__init__)
@@ -731,7 +731,7 @@ def cmd_train(args):
     rundir.check_folder(run_dir)
     params = parse_loss_params(args)
     make_strategy(args.strategy)
-    from fusedfocal import losses
+    from fusedfocal import keras as losses  # the loss registry: NAMES, get
 
     if args.loss not in losses.NAMES:
         raise CLIError("--loss", f"invalid loss {args.loss!r}; expected one of {', '.join(losses.NAMES)}")

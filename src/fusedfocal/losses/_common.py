@@ -139,24 +139,3 @@ def safe_priors(counts, num_docs):
     """
     n = np.clip(counts, 0.5, max(num_docs - 0.5, 0.5))
     return n / num_docs
-
-
-class SetLossMixin:
-    """For Keras classes over set losses (Dice/Tversky): ``sample_weight``
-    weights each element's share of the soft counts (it is passed to the
-    function as ``weights``), not the final per-class losses, which the
-    Keras reduction then averages (``sum_over_batch_size``: mean over
-    classes) or sums."""
-
-    elementwise = False
-    _weights = None
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        self._weights = sample_weight
-        try:
-            return super().__call__(y_true, y_pred)
-        finally:
-            self._weights = None
-
-    def call(self, y_true, y_pred):
-        return self._fn(y_pred, y_true, weights=self._weights, **self._params)

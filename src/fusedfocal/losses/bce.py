@@ -33,7 +33,7 @@ def weighted_binary_crossentropy(logits, labels, *, pos_weight=1.0, label_smooth
     (``-w_+ y log p - (1-y) log(1-p)``, as ``tf.nn.weighted_cross_entropy_with_logits``
     and PyTorch's ``BCEWithLogitsLoss(pos_weight=...)``). A common choice is
     ``pos_weight = (N - n_c) / n_c``, the negative/positive ratio of class
-    ``c``; see :func:`fusedfocal.losses.get`, which derives it from
+    ``c``; see :func:`fusedfocal.keras.get`, which derives it from
     ``class_counts``. Gradient (analytic, custom):
     ``(1-y) sigmoid(x) - w_+ y sigmoid(-x)``.
 
