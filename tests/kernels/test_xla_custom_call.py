@@ -286,8 +286,9 @@ def test_tf_keras_fit_jit_compile_uses_the_kernel_reduction(monkeypatch, tmp_pat
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("cls_name", ["SigmoidFocalLoss", "BCELoss", "ClassBalancedFocalLoss"])
 @pytest.mark.parametrize("framework", ["keras3", "tf_keras"])
-def test_class_fused_reduction_equals_keras_reduction(framework):
+def test_class_fused_reduction_equals_keras_reduction(framework, cls_name):
     """Each reduction x weight form: the kernel-side reduction gives Keras'
     own result, value and gradient (eager, graph and XLA)."""
     import tf_keras
@@ -298,14 +299,17 @@ def test_class_fused_reduction_equals_keras_reduction(framework):
     x = tf.constant(rng.normal(0, 4, (24, C)).astype(np.float32))
     y = (rng.random((24, C)) < 0.3).astype(np.float32)
     if framework == "keras3":
-        cls, reds = fusedfocal.SigmoidFocalLoss, ["sum", "sum_over_batch_size", "mean",
-                                                   "mean_with_sample_weight"]
+        cls, reds = getattr(fusedfocal, cls_name), ["sum", "sum_over_batch_size", "mean",
+                                                     "mean_with_sample_weight"]
     else:
         R_ = tf_keras.losses.Reduction
-        cls, reds = legacy.SigmoidFocalLoss, [R_.SUM, R_.AUTO, R_.SUM_OVER_BATCH_SIZE]
+        cls, reds = getattr(legacy, cls_name), [R_.SUM, R_.AUTO, R_.SUM_OVER_BATCH_SIZE]
+    kwargs = {"SigmoidFocalLoss": dict(gamma=2.0, alpha=0.25), "BCELoss": dict(label_smoothing=0.1),
+              "ClassBalancedFocalLoss": dict(class_counts=list(range(1, C + 1)), beta=0.99)}[cls_name]
+    assert cls.fused_reduction
     for red in reds:
         for sw in (None, rng.random(24).astype(np.float32), rng.random((24, C)).astype(np.float32)):
-            loss_obj = cls(gamma=2.0, alpha=0.25, reduction=red)
+            loss_obj = cls(reduction=red, **kwargs)
             results = []
             for fused in (True, False):
                 type(loss_obj).fused_reduction = fused

@@ -252,3 +252,32 @@ def test_labels_outside_unit_interval_are_opt_in_checked():
 def test_docstring_examples_run():
     failures, tried = doctest.testmod(focal_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
+
+
+@pytest.mark.parametrize("mode_", ("eager", "function", "xla"))
+@pytest.mark.parametrize("reduction", ("none", "sum", "mean"))
+def test_sample_weight_matches_reference_on_the_pure_tf_path(mode_, reduction):
+    """sample_weight multiplies each element's loss and gradient before the
+    reduction; the pure-TF path here (the kernels are covered in tests/kernels)."""
+    x, x64 = _inputs(tf.float32)
+    w = _RNG.random((X.shape[0], 1))
+    fn = compile_for(mode_, _loss_and_grad(lambda x, y: fusedfocal.sigmoid_focal_loss(
+        x, y, gamma=2.0, alpha=0.25, reduction=reduction, sample_weight=w, implementation="xla")))
+    loss, grad = fn(x, tf.constant(HARD))
+    want = ref.sigmoid_focal(x64, HARD, gamma=2.0, alpha=0.25) * w
+    want_g = ref.sigmoid_focal_grad(x64, HARD, gamma=2.0, alpha=0.25) * w
+    if reduction == "sum":
+        want = want.sum()
+    elif reduction == "mean":
+        want, want_g = want.sum() / want.size, want_g / want.size
+    assert_close(loss, want, rtol=2e-6, atol=1e-6, what="loss")
+    assert_close(grad, want_g, **tolerance(tf.float32), what="grad")
+
+
+def test_bad_sample_weight_names_the_argument():
+    with pytest.raises(ValueError, match="`sample_weight`.*broadcasts to logits"):
+        fusedfocal.sigmoid_focal_loss(np.zeros((4, 3), np.float32), np.zeros((4, 3)),
+                                      sample_weight=np.ones((4, 2)))
+    with pytest.raises(ValueError, match="`sample_weight`"):
+        fusedfocal.sigmoid_focal_loss(np.zeros((4, 3), np.float32), np.zeros((4, 3)),
+                                      sample_weight="heavy")

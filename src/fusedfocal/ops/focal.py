@@ -215,21 +215,25 @@ def _convert_weights(sample_weight, dtype, logits_shape):
     if sample_weight is None:
         return None
     try:
-        w = tf.cast(tf.convert_to_tensor(sample_weight), dtype)
+        w = tf.convert_to_tensor(sample_weight)
     except (TypeError, ValueError) as e:
         raise v.invalid("sample_weight", "a float tensor broadcastable to logits",
                         f"{type(sample_weight).__name__} ({e})") from None
     if w.dtype.is_complex or not (w.dtype.is_floating or w.dtype.is_integer):
-        raise v.invalid("sample_weight", "a real tensor", f"dtype {w.dtype.name}")
+        raise v.invalid("sample_weight", "a real (float or int) tensor", f"dtype {w.dtype.name}")
+    w = tf.cast(w, dtype)
     _check_result_shape(w.shape, logits_shape, name="sample_weight")
     return w
 
 
 def _check_result_shape(labels_shape, logits_shape, name="labels"):
     """Labels (weights) must broadcast *to* the logits' shape (the result is shaped like logits)."""
-    out = tf.broadcast_static_shape(labels_shape, logits_shape)
-    grows_rank = out.rank is not None and logits_shape.rank is not None and out.rank > logits_shape.rank
-    if grows_rank or not out.is_compatible_with(logits_shape):
+    try:
+        out = tf.broadcast_static_shape(labels_shape, logits_shape)
+    except ValueError:
+        out = None
+    grows_rank = out is not None and out.rank is not None and logits_shape.rank is not None and out.rank > logits_shape.rank
+    if out is None or grows_rank or not out.is_compatible_with(logits_shape):
         raise v.invalid(
             name, f"a shape that broadcasts to logits.shape={tuple(logits_shape)}",
             f"shape {tuple(labels_shape)}", describe=True,
