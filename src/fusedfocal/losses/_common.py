@@ -3,9 +3,9 @@
 * :func:`fused` wraps an element-wise ``compute(x) -> (loss, dloss_dx)`` in a
   ``tf.custom_gradient``: the math runs in float32 (float64 for float64
   logits), the analytic gradient is formed in the forward pass, and the
-  backward pass returns ``upstream * grad`` in the logits' dtype, with a
-  saturating cast (a float32 gradient beyond the float16 range becomes
-  +-65504, not Inf).
+  backward pass returns ``upstream * grad`` in the logits' dtype by the
+  package's one cast rule (:func:`fusedfocal.ops._validation.upstream_times`:
+  the product in the compute dtype, one cast, saturating where it narrows).
 * argument checks for data statistics (class counts, number of documents).
 """
 
@@ -48,7 +48,7 @@ def fused(logits, compute, reduction, count=None):
             up = tf.cast(upstream, cdtype)
             if reduction == "none" and up.shape.rank != grad.shape.rank:
                 up = tf.reshape(up, tf.concat([tf.shape(up), tf.ones([grad.shape.rank - up.shape.rank], tf.int32)], 0))
-            return tf.dtypes.saturate_cast(up * grad, x_in.dtype)
+            return v.upstream_times(up, grad, x_in.dtype)
 
         return out, backward
 

@@ -230,3 +230,15 @@ def reduce(values: tf.Tensor, reduction: str) -> tf.Tensor:
         return total
     count = tf.cast(tf.size(values), values.dtype)
     return tf.math.divide_no_nan(total, count)
+
+
+def upstream_times(upstream: tf.Tensor, grad: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """The one cast rule of the package's custom gradients: ``upstream * grad``.
+
+    The product is formed in ``grad``'s dtype (the compute dtype: float32, or
+    float64 for float64 logits) and cast once to ``dtype`` (the logits'),
+    saturating where that narrows: a float32 gradient beyond the float16 range
+    becomes +-65504, not Inf. Same dtype: no cast at all.
+    """
+    out = tf.cast(upstream, grad.dtype) * grad
+    return out if out.dtype == dtype else tf.dtypes.saturate_cast(out, dtype)

@@ -305,7 +305,7 @@ def _fused(logits, labels, alpha, gamma, label_smoothing, reduction, weights=Non
 
         def backward(upstream):
             with tf.name_scope("sigmoid_focal_loss_grad"):  # findable in a profile
-                return tf.cast(tf.cast(upstream, cdtype) * grad, x_in.dtype)
+                return v.upstream_times(upstream, grad, x_in.dtype)  # grad is in cdtype
 
         return out, backward
 

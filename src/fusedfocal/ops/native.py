@@ -224,7 +224,8 @@ def native_focal_loss(logits, labels, alpha, gamma: float, label_smoothing: floa
     ``logits`` here; labels and alpha get no gradient. The op returns the
     gradient in the logits dtype (float32 math, one rounding; already divided
     by the count for ``"mean"``), and the backward pass multiplies it by the
-    upstream gradient in float32 (skipped for a reduced loss when the upstream
+    upstream gradient in float32 by the package's one cast rule
+    (``v.upstream_times``; skipped for a reduced loss when the upstream
     gradient is exactly 1). ``weights``: None or float32 broadcastable to
     ``logits``, multiplying each element's loss and gradient in the kernel.
 
@@ -251,9 +252,7 @@ def native_focal_loss(logits, labels, alpha, gamma: float, label_smoothing: floa
             reduction=reduction)
 
         def scaled(upstream):
-            if x.dtype == tf.float32:
-                return upstream * grad
-            return tf.cast(tf.cast(upstream, tf.float32) * tf.cast(grad, tf.float32), x.dtype)
+            return v.upstream_times(upstream, tf.cast(grad, tf.float32), x.dtype)
 
         def backward(upstream):
             # A scope of its own, so a profile can tell the backward multiply
