@@ -6,7 +6,12 @@
 //   /tmp/check_math [stride]      # stride 1 = every float32 in each range
 //
 // Prints the largest error in units in the last place (ulp of the float32
-// result; the reference is libm in double).
+// result; the reference is libm in double) and exits with status 1 when a
+// bound is exceeded: 2 ulp for exp/log1p/log (the bounds focal_simd.h
+// states), and for the scalar vs vector element formula a loss relative
+// difference of 1e-5 and a gradient difference of 1e-3 (|diff| / (|g| + 1e-6)).
+// tests/kernels/test_check_math.py compiles and runs it for each instruction
+// set the CPU has.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +27,9 @@ static double ulp_of(double r) {
   frexp(r, &e);  // r = m * 2^e, m in [0.5, 1)
   return ldexp(1.0, (e - 1 - 23) < -149 ? -149 : e - 1 - 23);
 }
+
+static const double kUlpBound = 2.0, kLossBound = 1e-5, kGradBound = 1e-3;
+static int failures = 0;
 
 template <class F, class G>
 static void scan(const char* name, float lo, float hi, unsigned stride, F vec, G ref) {
@@ -53,6 +61,10 @@ static void scan(const char* name, float lo, float hi, unsigned stride, F vec, G
   }
   printf("%-10s [%g, %g] stride %u: max error %.3f ulp (at %.9g)\n", name, lo, hi, stride, worst,
          worst_x);
+  if (!(worst <= kUlpBound)) {
+    printf("FAIL: %s max error %.3f ulp > %.1f ulp\n", name, worst, kUlpBound);
+    ++failures;
+  }
 }
 
 struct HostMath {
@@ -100,5 +112,13 @@ int main(int argc, char** argv) {
   }
   printf("scalar(libm) vs vector focal_element: loss max relative difference %.3g, "
          "grad max |diff| / (|g| + 1e-6) %.3g\n", worst, worst_g);
-  return 0;
+  if (!(worst <= kLossBound)) {
+    printf("FAIL: focal_element loss difference %.3g > %g\n", worst, kLossBound);
+    ++failures;
+  }
+  if (!(worst_g <= kGradBound)) {
+    printf("FAIL: focal_element grad difference %.3g > %g\n", worst_g, kGradBound);
+    ++failures;
+  }
+  return failures ? 1 : 0;
 }
