@@ -73,3 +73,18 @@ def test_splits_and_jsonl_round_trip(tmp_path):
     path = write_jsonl(tmp_path / "train.jsonl.gz", tx, ty)
     texts, labels, stats = read_records(path)
     assert texts == tx and labels == ty and stats.num_skipped == 0
+
+
+def test_tail_labels_keep_words_of_their_own(default_corpus):
+    # Issue 14: every document of a label has one of the label's own words, and distractors follow
+    # the label frequencies, so even the rarest label has a word that nearly only its documents have.
+    texts, labels = default_corpus
+    docs = [set(t.lower().replace(".", "").split()) for t in texts]
+    for name in ("label_16", "label_17", "label_18"):
+        with_label = [d for d, ls in zip(docs, labels) if name in ls]
+        without = [d for d, ls in zip(docs, labels) if name not in ls]
+        inside = collections.Counter(w for d in with_label for w in d)
+        outside = collections.Counter(w for d in without for w in d)
+        lift = max((n / len(with_label)) / ((outside[w] + 1) / len(without)) for w, n in inside.items()
+                   if n / len(with_label) >= 0.15)
+        assert lift > 20, (name, lift)

@@ -375,45 +375,22 @@ def save_vocabularies(pipeline, run_dir):
             os.replace(f, run_dir / f.name)
 
 
-_PREDICT_STEPS: list = []  # (model, tf.function) of the last few models scored
-
-
-def _predict_step(model):
-    """One traced function per model (scored every epoch by the best-epoch selection)."""
-    import tensorflow as tf
-
-    for m, step in _PREDICT_STEPS:
-        if m is model:
-            return step
-
-    @tf.function(autograph=False, reduce_retracing=True)
-    def step(ids):
-        return tf.cast(model({"token_ids": ids}, training=False), tf.float32)
-
-    _PREDICT_STEPS.append((model, step))
-    del _PREDICT_STEPS[:-2]
-    return step
-
-
 def predict_scores(model, pipeline, texts, batch_size=256, return_logits=False):
     """Sigmoid scores ``[N, C]`` of every text (and the logits with ``return_logits``), computed
     locally on this worker.
 
     The model is called directly rather than through ``model.predict``, which under a multi-worker
-    strategy would shard the documents across workers (each would see only its part). Every batch
-    is padded to ``batch_size`` rows (and, with a fixed-shape pipeline, ``max_length`` ids), so the
-    step is traced once per model: no tf.function retracing warning however often it is called.
+    strategy would shard the documents across workers (each would see only its part). It is called
+    eagerly: a ``tf.function`` per model would be traced again for every model of a comparison
+    (TensorFlow counts the traces of one function's code across closures, and warns about
+    retracing after five), and the eager call of a few batches costs about as much as tracing.
     """
     import tensorflow as tf
 
-    step = _predict_step(model)
     out = []
     for i in range(0, len(texts), batch_size):
         ids = pipeline.tokenize(texts[i:i + batch_size])
-        n = int(ids.shape[0])
-        if n < batch_size:
-            ids = tf.pad(ids, [[0, batch_size - n], [0, 0]])
-        out.append(step(ids).numpy()[:n])
+        out.append(tf.cast(model({"token_ids": ids}, training=False), tf.float32).numpy())
     logits = np.concatenate(out, 0) if out else np.zeros((0, pipeline.num_labels), np.float32)
     scores = tf.math.sigmoid(logits).numpy()
     return (scores, logits) if return_logits else scores

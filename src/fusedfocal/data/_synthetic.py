@@ -24,16 +24,22 @@ How a corpus is generated:
 4. **Text.** A document has ``Poisson(mean_words)`` filler words (Zipf-like over
    the filler vocabulary), plus, for each of its labels, a number of that
    label's topic words that falls from ``head_signal`` (head) to
-   ``tail_signal`` (tail): rare labels are a weaker signal. Every document also
-   gets ``distractors`` topic words of random labels it does not have. Words
-   are shuffled, sentences are capitalised and end with a full stop.
+   ``tail_signal`` (tail): rare labels are a weaker signal. At least
+   ``min_own_words`` of them are the label's own words (not borrowed from a
+   head label), so every document of a tail label still carries a word only
+   that label owns: the tail is learnable in principle, from few examples.
+   Every document also gets ``distractors`` topic words of labels it does not
+   have, drawn in proportion to the label frequencies (a tail label's words
+   are rarely a distractor, so they stay specific to it). Words are shuffled,
+   sentences are capitalised and end with a full stop.
 5. **Label noise.** With probability ``flip_rate`` each (document, label) pair is
    replaced, in the observed labels only, by a label drawn from the label
    frequencies, so the long tail survives the noise.
 
-A bag-of-words model learns the head labels easily; plain BCE misses many
-tail labels (few documents, two or three topic words shared with a head label
-and drowned by distractors), which is the gap imbalance-aware losses target.
+A bag-of-words model learns the head labels easily; the tail labels have a
+dozen training documents each, a weak signal (two or three topic words, half
+of them shared with a head label) that plain BCE, dominated by the negatives,
+under-weights: the gap imbalance-aware losses target.
 """
 
 from __future__ import annotations
@@ -124,6 +130,7 @@ def synthetic_corpus(
     distractors: int = 2,
     flip_rate: float = 0.02,
     min_label_docs: int = 3,
+    min_own_words: int = 1,
 ) -> tuple[list[str], list[list[str]]]:
     """Generates a long-tailed multi-label corpus (see the module docstring).
 
@@ -146,6 +153,8 @@ def synthetic_corpus(
       flip_rate: Probability that an observed (document, label) pair is
         replaced by a label drawn from the label frequencies.
       min_label_docs: Lower bound on documents per label.
+      min_own_words: Own (not borrowed) topic words every document of a label
+        gets at least.
 
     Returns:
       ``(texts, label_lists)``: ``num_docs`` strings and, for each, a list of
@@ -165,11 +174,12 @@ def synthetic_corpus(
     filler = np.array(_pseudo_words(rng, num_filler_words, taken))
     own = [_pseudo_words(rng, topic_words_per_label, taken) for _ in range(num_labels)]
     rank = np.linspace(0.0, 1.0, num_labels) if num_labels > 1 else np.zeros(1)
-    topic = []
+    topic, specific = [], []
     for k in range(num_labels):
         borrowed = int(round(max_overlap * rank[k] * topic_words_per_label))
         donor = own[k % max(1, min(3, num_labels))] if k >= 3 else own[0]
         donor = donor if donor is not own[k] else []
+        specific.append(np.array(own[k][: max(1, topic_words_per_label - borrowed)]))
         topic.append(np.array(own[k][: topic_words_per_label - borrowed] + list(donor[:borrowed])))
     signal = np.rint(head_signal + (tail_signal - head_signal) * rank).astype(int)
 
@@ -186,11 +196,15 @@ def synthetic_corpus(
         words = list(rng.choice(filler, size=max(3, int(rng.poisson(mean_words))), p=filler_p))
         for k in doc_labels:
             n = max(1, int(rng.poisson(signal[k])))
-            words.extend(rng.choice(topic[k], size=n))
-        others = [k for k in range(num_labels) if k not in doc_labels]
-        for _ in range(distractors if others else 0):
-            k = others[int(rng.integers(len(others)))]
-            words.append(str(rng.choice(topic[k])))
+            picked = [str(w) for w in rng.choice(topic[k], size=n)]
+            have = sum(w in set(specific[k]) for w in picked)
+            picked += [str(w) for w in rng.choice(specific[k], size=max(0, min_own_words - have))]
+            words.extend(picked)
+        others = np.array([k for k in range(num_labels) if k not in doc_labels])
+        if others.size and distractors:
+            p_other = freq[others] / freq[others].sum()
+            for k in rng.choice(others, size=distractors, p=p_other):
+                words.append(str(rng.choice(topic[k])))
         words = [str(w) for w in rng.permutation(words)]
         sentences, i = [], 0
         while i < len(words):
