@@ -49,7 +49,7 @@ bandwidth measured once per session with a NumPy copy of a 256 MiB array),
 ``max_rel_err`` (gradient for fwdbwd, loss for fwd; vs the float64 reference
 in ``tests/reference.py`` on up to 65536 elements) and, in full mode for the
 two big shapes, float32, fwdbwd, tf.function and XLA, ``peak_mem_x`` (peak RSS increase of a fresh
-subprocess, ``scripts/_peak_mem.py``, in units of one logits-sized tensor).
+subprocess, ``benchmarks/_peak_mem.py``, in units of one logits-sized tensor).
 
 Smoke mode (plain ``pytest``): the smallest shape, float32, every provider x
 mode x pass, one round; no memory subprocesses.
@@ -67,6 +67,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import reference as ref  # noqa: E402
+from _testing import clipped_focal_recipe  # noqa: E402
 
 ALPHA, GAMMA = 0.25, 2.0
 ROW_BUDGET_S = float(os.environ.get("FUSEDFOCAL_BENCH_BUDGET_S", "0.8"))
@@ -134,11 +135,7 @@ def make_loss(provider: str, num_classes: int):
         return (lambda x, y: obj(y, x)), 1.0, "focal"
     if provider == "clipped":
         def clipped(x, y):
-            p = tf.clip_by_value(tf.sigmoid(x), 1e-7, 1.0 - 1e-7)
-            y = tf.cast(y, p.dtype)
-            p_t = y * p + (1 - y) * (1 - p)
-            a_t = ALPHA * y + (1 - ALPHA) * (1 - y)
-            return tf.reduce_sum(-a_t * (1 - p_t) ** GAMMA * tf.math.log(p_t))
+            return tf.reduce_sum(clipped_focal_recipe(x, y, alpha=ALPHA, gamma=GAMMA))
         return clipped, 1.0, "focal"
     if provider == "keras3":
         import keras

@@ -19,7 +19,7 @@ Each round consumes one full epoch (``Dataset.reduce``, no Python per batch) aft
 ``docs_per_s = docs / median epoch time``; ``tokens_per_s`` counts non-padding
 ids. ``pytest benchmarks/bench_pipeline.py --benchmark --benchmark-json
 benchmarks/results/pipeline-<date>.json`` runs the full sizes; plain pytest
-runs one round on 200 documents. ``scripts/pipeline_throughput.py`` prints
+runs one round on 200 documents. ``benchmarks/pipeline_report.py`` prints
 the table with the ratios.
 """
 

@@ -11,7 +11,7 @@ is the one a user would drop in:
 * ``bce``          -- ``keras.losses.BinaryCrossentropy(from_logits=True)``;
 * ``trivial``      -- ``mean(y_pred)``: a loss that costs (almost) nothing,
   so ``1 - t(trivial) / t(loss)`` is the loss's share of a step
-  (``python scripts/bench_report.py RESULTS.json --train-steps`` computes it
+  (``python benchmarks/report.py RESULTS.json --train-steps`` computes it
   from the medians of the same run).
 
 Every step runs on the same tensors; the first call (trace + compile) is
@@ -23,11 +23,16 @@ runs the full size.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from _testing import clipped_focal_recipe  # noqa: E402
 
 ALPHA, GAMMA = 0.25, 2.0
 LOSSES = ("fusedfocal", "keras3", "clipped", "bce", "trivial")
@@ -36,12 +41,8 @@ SMOKE = dict(batch=32, features=64, labels=256)
 
 
 def clipped_focal(y_true, y_pred):
-    """The blog-post recipe: probabilities clipped at 1e-7, then log."""
-    p = tf.clip_by_value(tf.sigmoid(y_pred), 1e-7, 1.0 - 1e-7)
-    y = tf.cast(y_true, p.dtype)
-    p_t = y * p + (1 - y) * (1 - p)
-    a_t = ALPHA * y + (1 - ALPHA) * (1 - y)
-    return tf.reduce_mean(-a_t * (1 - p_t) ** GAMMA * tf.math.log(p_t))
+    """The blog-post recipe (``tests/_testing.py``), as a Keras loss: mean."""
+    return tf.reduce_mean(clipped_focal_recipe(y_pred, y_true, alpha=ALPHA, gamma=GAMMA))
 
 
 def make_loss(name):

@@ -83,11 +83,11 @@ def copy_bandwidth():
 def peak_memory():
     """``peak_memory(provider, mode, pass_, shape, dtype) -> float | None``:
     peak RSS increase of one warm call, in logits-sized tensors, measured in a
-    fresh subprocess by ``scripts/_peak_mem.py`` (TF's allocator stats are
+    fresh subprocess by ``benchmarks/_peak_mem.py`` (TF's allocator stats are
     zero on CPU). ``None`` when the subprocess fails."""
 
     def _peak(provider, mode, pass_, shape, dtype):
-        cmd = [_sys.executable, _os.path.join(_ROOT, "scripts", "_peak_mem.py"), provider, mode, pass_,
+        cmd = [_sys.executable, _os.path.join(_ROOT, "benchmarks", "_peak_mem.py"), provider, mode, pass_,
                "x".join(map(str, shape)), dtype]
         try:
             out = _subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True).stdout

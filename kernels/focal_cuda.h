@@ -1,6 +1,6 @@
 // Plain C entry point of the CUDA kernel (focal_cuda.cu).
 //
-// Usable without TensorFlow: scripts/gpu_check_cuda.py builds focal_cuda.cu
+// Usable without TensorFlow: benchmarks/gpu/gpu_check_cuda.py builds focal_cuda.cu
 // alone with nvcc into a shared library and calls it through ctypes.
 #ifndef FUSEDFOCAL_KERNELS_FOCAL_CUDA_H_
 #define FUSEDFOCAL_KERNELS_FOCAL_CUDA_H_

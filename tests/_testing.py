@@ -55,3 +55,24 @@ def assert_close(actual, expected, *, rtol, atol, what=""):
             f"(rtol={rtol}, atol={atol}); worst at {tuple(int(k) for k in i)}: "
             f"actual={actual[i]!r} expected={expected[i]!r} abs err={err[i]:.3g}"
         )
+
+
+def value_and_grad(fn, x):
+    """``fn(x)`` and ``d sum(fn(x)) / dx`` by a gradient tape (the one tape
+    helper of the tests and benchmarks; wrap it with :func:`compile_for`)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = fn(x)
+        total = tf.reduce_sum(loss)
+    return loss, tape.gradient(total, x)
+
+
+def clipped_focal_recipe(logits, labels, alpha=0.25, gamma=2.0):
+    """The common recipe the package replaces (per element): probabilities
+    clipped at 1e-7, then log and ``(1 - p_t) ** gamma``; its gradient dies
+    beyond |x| ~ 16 and it gives NaN/Inf in float16."""
+    p = tf.clip_by_value(tf.sigmoid(logits), 1e-7, 1 - 1e-7)
+    labels = tf.cast(labels, p.dtype)
+    p_t = labels * p + (1 - labels) * (1 - p)
+    alpha_t = labels * alpha + (1 - labels) * (1 - alpha)
+    return -alpha_t * (1 - p_t) ** gamma * tf.math.log(p_t)

@@ -27,7 +27,7 @@ but no TensorFlow (the lent GPU machine):
 4. writes check_cuda_ffi-<platform>.{md,json} to $OUT (or benchmarks/results/).
 
 Exit status 1 when an accuracy check fails. Helpers (reference formula,
-timing, torch providers) come from scripts/gpu_check_cuda.py, the ctypes
+timing, torch providers) come from gpu_check_cuda.py (beside this file), the ctypes
 check of the bare CUDA kernel.
 """
 
@@ -52,7 +52,7 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # gpu_check_cuda
 import reference as R  # noqa: E402
 
 TARGET = "fusedfocal_focal_loss"

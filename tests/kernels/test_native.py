@@ -16,6 +16,7 @@ import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import reference as R  # noqa: E402
+from _testing import value_and_grad  # noqa: E402
 
 import fusedfocal  # noqa: E402
 from fusedfocal.ops import native  # noqa: E402
@@ -67,10 +68,7 @@ def data(shape=(67, C), soft=False, scale=6.0, seed=0):
 
 def loss_and_grad(x, y, dtype=tf.float32, **kw):
     x = tf.cast(tf.convert_to_tensor(x), dtype)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = fusedfocal.sigmoid_focal_loss(x, y, **kw)
-    return loss, tape.gradient(loss, x)
+    return value_and_grad(lambda z: fusedfocal.sigmoid_focal_loss(z, y, **kw), x)
 
 
 def close(actual, expected, dtype=tf.float32, what=""):

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 import reference as ref
-from _testing import assert_close, compile_for
+from _testing import assert_close, compile_for, value_and_grad
 
 DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
 MODES = ("eager", "function", "xla")
@@ -50,14 +50,7 @@ def rounded(x, dtype):
 def loss_and_grad(fn, x, mode):
     """``fn(x)`` and ``d sum(fn(x)) / dx`` under eager / tf.function / XLA."""
 
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = fn(x)
-            total = tf.reduce_sum(loss)
-        return loss, tape.gradient(total, x)
-
-    loss, grad = compile_for(mode, run)(x)
+    loss, grad = compile_for(mode, lambda z: value_and_grad(fn, z))(x)
     return loss, grad
 
 

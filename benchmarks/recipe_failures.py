@@ -1,6 +1,6 @@
 """Measure the three failures of the copied focal-loss recipe next to fusedfocal.
 
-    .venv/bin/python scripts/recipe_failures.py
+    .venv/bin/python benchmarks/recipe_failures.py
 
 Prints a markdown table for the README: the gradient on a confident mistake,
 the count of NaN/Inf points over a logit grid in float16 and bfloat16, and the
@@ -22,15 +22,8 @@ import tensorflow as tf  # noqa: E402
 
 import fusedfocal  # noqa: E402
 import reference as ref  # noqa: E402
-
-
-def clipped_recipe(logits, labels, alpha=0.25, gamma=2.0):
-    """The blog-post recipe: probability, clip, log, (1-p)**gamma."""
-    p = tf.clip_by_value(tf.sigmoid(logits), 1e-7, 1 - 1e-7)
-    labels = tf.cast(labels, p.dtype)
-    p_t = labels * p + (1 - labels) * (1 - p)
-    alpha_t = labels * alpha + (1 - labels) * (1 - alpha)
-    return -alpha_t * (1 - p_t) ** gamma * tf.math.log(p_t)
+from _testing import clipped_focal_recipe as clipped_recipe  # noqa: E402
+from _testing import value_and_grad as _tape  # noqa: E402
 
 
 def keras3(logits, labels, alpha=0.25, gamma=2.0):
@@ -44,11 +37,8 @@ def ours(logits, labels, alpha=0.25, gamma=2.0):
 
 
 def value_and_grad(fn, x, y, **kw):
-    x = tf.convert_to_tensor(x)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = fn(x, y, **kw)
-    return tf.cast(loss, tf.float64).numpy(), tf.cast(tape.gradient(loss, x), tf.float64).numpy()
+    loss, grad = _tape(lambda z: fn(z, y, **kw), tf.convert_to_tensor(x))
+    return tf.cast(loss, tf.float64).numpy(), tf.cast(grad, tf.float64).numpy()
 
 
 def main():

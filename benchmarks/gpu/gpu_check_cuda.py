@@ -3,8 +3,8 @@
 
 For one H100 machine with nvcc, PyTorch and JAX (CuPy optional), in under 5 minutes:
 
-    python scripts/gpu_check_cuda.py                 # results to $OUT or benchmarks/results/
-    python scripts/gpu_check_cuda.py --quick         # one small shape, no torch.compile
+    python benchmarks/gpu/gpu_check_cuda.py # results to $OUT or benchmarks/results/
+    python benchmarks/gpu/gpu_check_cuda.py --quick # one small shape, no torch.compile
 
 1. builds kernels/focal_cuda.cu for sm_90 as a shared library (nvcc -shared)
    and calls its C entry point through ctypes on PyTorch-allocated memory;
@@ -43,7 +43,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 import reference as R  # noqa: E402
 

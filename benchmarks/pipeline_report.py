@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/pytest benchmarks/bench_pipeline.py --benchmark \\
         --benchmark-json benchmarks/results/pipeline-<date>.json
-    .venv/bin/python scripts/pipeline_throughput.py benchmarks/results/pipeline-<date>.json
+    .venv/bin/python benchmarks/pipeline_report.py benchmarks/results/pipeline-<date>.json
 
 Columns: median-epoch documents/s and tokens/s (non-padding ids), and the
 ``fusedfocal`` (uncached) rate divided by each provider's (``ours / theirs``).

@@ -1,6 +1,6 @@
 """Peak working memory of one warm call, for ``benchmarks/bench_focal.py``.
 
-``python scripts/_peak_mem.py PROVIDER MODE PASS SHAPE DTYPE`` (SHAPE as
+``python benchmarks/_peak_mem.py PROVIDER MODE PASS SHAPE DTYPE`` (SHAPE as
 ``8192x1000``) builds the inputs, runs the step once (tracing/compiling),
 drops the result, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``
 <- 5), runs the step again and prints JSON: ``peak_bytes`` = VmHWM - VmRSS
@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _status(key):

@@ -1,7 +1,7 @@
 """GPU run of the focal benchmarks (issue 6): one command on a machine where
 TensorFlow sees a GPU.
 
-    python scripts/gpu_check.py [DATE]
+    python benchmarks/gpu/gpu_check.py [DATE]
 
 Runs ``benchmarks/bench_focal.py --benchmark`` with every provider placed on
 ``GPU:0`` (``FUSEDFOCAL_BENCH_DEVICE``), writes
@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main(argv):
@@ -35,7 +35,7 @@ def main(argv):
     subprocess.run([sys.executable, "-m", "pytest", os.path.join(ROOT, "benchmarks", "bench_focal.py"),
                     "--benchmark", "-q", f"--benchmark-json={out}.json"], env=env, check=True, cwd=ROOT)
     with open(out + ".md", "w") as f:
-        subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_report.py"), out + ".json"],
+        subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "report.py"), out + ".json"],
                        stdout=f, check=True)
 
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

@@ -1,7 +1,7 @@
 """Render a ``bench_focal.py`` results JSON as the README's markdown table.
 
-    python scripts/bench_report.py benchmarks/results/focal-cpu-DATE.json [-o OUT.md]
-    python scripts/bench_report.py benchmarks/results/focal-cpu-DATE.json --summary   # README table
+    python benchmarks/report.py benchmarks/results/focal-cpu-DATE.json [-o OUT.md]
+    python benchmarks/report.py benchmarks/results/focal-cpu-DATE.json --summary   # README table
 
 One table per (dtype, shape, pass): rows are provider x mode with the median
 (ms), the ratio to fusedfocal in the same mode (and to fusedfocal's best
