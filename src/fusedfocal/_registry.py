@@ -214,3 +214,13 @@ GET_DOC = """{keras} loss instance from a short name.
     Raises:
       ValueError: an unknown name (Keras-style message) or bad parameters.
     """
+
+
+def getter(classes, keras):
+    """The public ``get`` of one flavour (``keras``: "A Keras 3", "A tf_keras")."""
+
+    def get(name, *, class_counts=None, num_docs=None, **params):
+        return build(classes, name, class_counts, num_docs, params)
+
+    get.__doc__ = GET_DOC.format(keras=keras)
+    return get

@@ -54,10 +54,6 @@ globals().update(_CLASSES)  # the same class names as fusedfocal.keras
 NAMES = _registry.NAMES
 
 
-def get(name, *, class_counts=None, num_docs=None, **params):
-    return _registry.build(_CLASSES, name, class_counts, num_docs, params)
-
-
-get.__doc__ = _registry.GET_DOC.format(keras="A tf_keras")
+get = _registry.getter(_CLASSES, "A tf_keras")  # a loss instance from a short name
 
 __all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES]
