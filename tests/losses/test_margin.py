@@ -36,9 +36,27 @@ def test_matches_keras_on_scores_and_probabilities():
 
 def test_extremes_shapes_reductions():
     for fn in (L.squared_hinge_loss, L.log_cosh_loss):
-        check_extremes(lambda x: fn(x, Y[:5]))
+        # Squared hinge's gradient 2(1 + |x|) at the largest float16 is beyond
+        # float16: checked on its own below.
+        dtypes = [d for d in DTYPES if d != tf.float16] if fn is L.squared_hinge_loss else DTYPES
+        check_extremes(lambda x: fn(x, Y[:5]), dtypes=dtypes)
         check_shapes(lambda x, y: fn(x, y))
         check_reductions(lambda x, r: fn(x, Y, reduction=r))
+
+
+def test_squared_hinge_float16_overflow_is_inf_not_clipped():
+    """At x = 65504 the true gradient (131010) does not fit float16: it comes
+    back as Inf (so a dynamic loss scaler sees the overflow), the loss stays a
+    finite float32, and gradients that fit are exact."""
+    x = tf.constant([[65504.0, 3.0]], tf.float16)
+    y = tf.constant([[0.0, 0.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = L.squared_hinge_loss(x, y)
+    grad = tape.gradient(loss, x).numpy().astype(np.float64)
+    assert np.isfinite(loss.numpy()).all()
+    assert np.isposinf(grad[0, 0])
+    np.testing.assert_allclose(grad[0, 1], 2 * (1 + 3.0))
 
 
 def test_bad_arguments():

@@ -237,8 +237,11 @@ def upstream_times(upstream: tf.Tensor, grad: tf.Tensor, dtype: tf.DType) -> tf.
 
     The product is formed in ``grad``'s dtype (the compute dtype: float32, or
     float64 for float64 logits) and cast once to ``dtype`` (the logits'),
-    saturating where that narrows: a float32 gradient beyond the float16 range
-    becomes +-65504, not Inf. Same dtype: no cast at all.
+    with IEEE rounding: a gradient beyond the float16 range becomes +-Inf, as
+    Keras' own losses give. Not saturating on purpose: under ``mixed_float16``
+    the dynamic loss scaler finds an overflow by the Inf, lowers the scale and
+    skips the step; +-65504 would hide the overflow and apply clipped
+    gradients. Same dtype: no cast at all.
     """
     out = tf.cast(upstream, grad.dtype) * grad
-    return out if out.dtype == dtype else tf.dtypes.saturate_cast(out, dtype)
+    return out if out.dtype == dtype else tf.cast(out, dtype)
