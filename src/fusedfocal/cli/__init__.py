@@ -13,22 +13,11 @@ import contextlib
 import os
 import sys
 
+from fusedfocal.cli.errors import CLIError
+
 __all__ = ["main", "build_parser", "CLIError"]
 
 LOGICAL_CPUS_ENV = "FUSEDFOCAL_LOGICAL_CPUS"
-
-
-class CLIError(Exception):
-    """A usage error: printed argparse-style, exit status 2.
-
-    Args:
-      argument: The flag or positional it is about (``--loss``, ``RUN_DIR``).
-      message: What was expected and what was received.
-    """
-
-    def __init__(self, argument, message):
-        super().__init__(f"argument {argument}: {message}")
-        self.argument = argument
 
 
 def _groups(text):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusedfocal.cli import CLIError
+from fusedfocal.cli.errors import CLIError
 from fusedfocal.cli.train import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, predict_scores
 
 

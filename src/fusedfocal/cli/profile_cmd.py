@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fusedfocal.cli import CLIError
+from fusedfocal.cli.errors import CLIError
 
 __all__ = ["add_parser", "cmd_profile", "SUMMARY_FILE"]
 

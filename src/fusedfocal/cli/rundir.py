@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from fusedfocal.cli import CLIError
+from fusedfocal.cli.errors import CLIError
 
 __all__ = ["RunLock", "guard", "atomic_path", "write_text", "Checkpoints", "fault", "LOCK_FILE", "BACKUP_DIR"]
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from fusedfocal.cli import CLIError, rundir
+from fusedfocal.cli import rundir
+from fusedfocal.cli.errors import CLIError, log
 
 __all__ = ["Prepared", "prepare", "build_loss", "parse_loss_params", "train_run", "cmd_train", "resume_args"]
 
@@ -30,10 +30,6 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
            "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
            "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience")
-
-
-def log(*parts):
-    print(*parts, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- data
