@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusedfocal.cli import evaluate as ev
+from fusedfocal.cli import metrics as ev
 from fusedfocal.cli import report
 
 

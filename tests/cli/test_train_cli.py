@@ -40,8 +40,8 @@ def test_train_writes_artifacts_and_sane_metrics(trained_run):
 
 def test_thresholds_come_from_validation_only(trained_run, tiny_data):
     """Re-tuning on the held-out validation split reproduces the stored thresholds exactly."""
-    from fusedfocal.cli import evaluate as ev
-    from fusedfocal.cli.evaluate_cmd import load_run
+    from fusedfocal.cli import metrics as ev
+    from fusedfocal.cli.evaluate import load_run
     from fusedfocal.cli.train import predict_scores, split_validation
     from fusedfocal.data import read_records
 

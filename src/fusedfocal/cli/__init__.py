@@ -300,17 +300,17 @@ def _dispatch(args, argv, sub):
                 args = train.resume_args(sub, argv[1:], args)
             compare.cmd_compare(args)
         elif args.command == "evaluate":
-            from fusedfocal.cli import evaluate_cmd
+            from fusedfocal.cli import evaluate
 
-            evaluate_cmd.cmd_evaluate(args)
+            evaluate.cmd_evaluate(args)
         elif args.command == "profile":
             from fusedfocal.cli import profile_cmd
 
             profile_cmd.cmd_profile(args)
         else:
-            from fusedfocal.cli import evaluate_cmd
+            from fusedfocal.cli import evaluate
 
-            evaluate_cmd.cmd_predict(args)
+            evaluate.cmd_predict(args)
     except CLIError as e:
         sub.error(str(e))  # exits 2
     return 0

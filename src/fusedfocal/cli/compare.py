@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fusedfocal.cli import rundir
 from fusedfocal.cli.errors import CLIError
-from fusedfocal.cli import evaluate as ev
+from fusedfocal.cli import metrics as ev
 from fusedfocal.cli import report
 from fusedfocal.cli.train import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, build_loss, is_finished, log, loss_label,
                                   parse_value, predict_scores, prepare, stored_args, train_run)

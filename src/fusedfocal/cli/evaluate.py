@@ -1,185 +1,139 @@
-"""Metrics, label groups and decision thresholds (NumPy only).
-
-Conventions (the same as scikit-learn's ``precision_recall_fscore_support``
-with ``zero_division=0`` on multi-label indicator arrays):
-
-* micro: true/false positives and false negatives summed over every
-  (document, label) pair, then precision, recall, F1 (false positives on a
-  label without positive documents in the split count too).
-* macro: the unweighted mean over labels of the per-label precision, recall
-  and F1, over the labels that have at least one positive document in the
-  evaluated split (a label absent from the split has no recall to measure;
-  on Reuters-21578 ApteMod every label has test documents, so this equals
-  scikit-learn's macro average there).
-* groups: labels split by the number of *training* documents: head ``n >= HI``,
-  medium ``LO < n < HI``, tail ``n <= LO``. By default (:func:`resolve_groups`)
-  the boundaries are the terciles of the labels by training documents, so each
-  group holds about a third of the labels on any data set; ``--groups huang``
-  gives Huang et al.'s (2021) Reuters boundaries ``(35, 8)``. A group without
-  labels has ``None`` metrics, printed as ``-``.
-
-Thresholds are tuned on the validation split held out from the training data,
-never on test: one global threshold maximising micro-F1 and one per label
-maximising that label's F1 (ties: the one closest to the global threshold); a label with fewer
-than ``MIN_POSITIVES`` (5) positive validation documents falls back to the global threshold.
-"""
+"""``fusedfocal evaluate`` and ``fusedfocal predict``: load a run folder and use its stored thresholds."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["GRID", "prf", "metrics_at", "tune_thresholds", "label_groups", "tercile_groups", "resolve_groups",
-           "pr_curve", "all_metrics"]
-
-HUANG = (35, 8)
-
-GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
-GROUPS = ("head", "medium", "tail")
+from fusedfocal.cli.errors import CLIError
+from fusedfocal.cli.train import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, predict_scores
 
 
-def _f1(p, r):
-    return np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+def load_run(run_dir):
+    """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete."""
+    run_dir = Path(run_dir)
+    missing = [f for f in (CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, "label_vocab.json", "wordpiece_vocab.txt")
+               if not (run_dir / f).exists()]
+    if missing:
+        raise CLIError("RUN_DIR", f"expected a finished run folder (written by fusedfocal train); received "
+                                  f"{str(run_dir)!r}, which lacks {', '.join(missing)}")
+    import keras
+
+    from fusedfocal import data
+    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
+
+    cfg = json.loads((run_dir / CONFIG_FILE).read_text())
+    pcfg = data.PipelineConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["pipeline"].items()})
+    pipeline = data.TextPipeline.from_directory(pcfg, run_dir)
+    model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False)
+    thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
+    out_dim = model.output_shape[-1]
+    if out_dim != len(pipeline.label_vocab) or len(thresholds["per_class_vector"]) != out_dim:
+        raise CLIError("RUN_DIR", f"the label vocabulary does not match the model: expected {out_dim} labels "
+                                  f"(model outputs); received {len(pipeline.label_vocab)} in label_vocab.json and "
+                                  f"{len(thresholds['per_class_vector'])} thresholds")
+    return model, pipeline, thresholds, cfg
 
 
-def _counts(scores, labels, thresholds):
-    pred = scores >= np.asarray(thresholds, np.float64)
-    y = labels > 0.5
-    tp = np.sum(pred & y, axis=0).astype(np.float64)
-    fp = np.sum(pred & ~y, axis=0).astype(np.float64)
-    fn = np.sum(~pred & y, axis=0).astype(np.float64)
-    return tp, fp, fn
+def cmd_evaluate(args):
+    from fusedfocal.cli import metrics as ev
+    from fusedfocal.cli import report
+    from fusedfocal.cli.train import _read, summary_lines
+
+    model, pipe, thresholds, cfg = load_run(args.run_dir)
+    stored = cfg["args"]
+    for key in ("text_field", "labels_field", "label_separator", "split_string_labels"):
+        if getattr(args, key) is None:
+            setattr(args, key, stored.get(key))
+    texts, label_lists = _read(args.data, args, "--data")
+    labels = pipe.label_vocab
+    y, unknown = labels.encode(label_lists)
+    known = sum(1 for ls in label_lists for n in ls if n in labels)
+    if unknown and known == 0:
+        raise CLIError("--data", (
+            f"the label vocabulary of this data does not match the run's: expected labels such as "
+            f"{labels.labels[:5]} ({len(labels)} in {Path(args.run_dir) / 'label_vocab.json'}); received "
+            f"{len(unknown)} label name(s), none of them known, e.g. {sorted(unknown)[:5]}"))
+    groups, _ = ev.resolve_groups(args.groups or stored.get("groups"), labels.counts)
+    scores = predict_scores(model, pipe, texts)
+    metrics = ev.all_metrics(scores, y, thresholds, train_counts=labels.counts, label_names=labels.labels,
+                             boundaries=groups)
+    result = {"run": str(args.run_dir), "data": [str(p) for p in args.data], "eval_split": "given data",
+              "documents": {"eval": len(texts), "validation": "-"}, "labels": len(labels),
+              "unknown_eval_labels": dict(unknown),
+              "unknown_eval_label_occurrences": int(sum(unknown.values())),
+              "thresholds": {"global": thresholds["global"], "source": str(Path(args.run_dir) / THRESHOLDS_FILE)},
+              "metrics": metrics}
+    out = Path(args.output) if args.output else Path(args.run_dir) / "evaluation.json"
+    report.write_json(out, result)
+    lines = summary_lines({**result, "documents": {"eval": len(texts), "validation": "stored"}})
+    lines[0] = (f"Evaluated {args.run_dir} on {' '.join(map(str, args.data))} ({len(texts)} documents, "
+                f"{len(labels)} labels) with the run's stored thresholds.")
+    if not unknown:
+        lines.append("Every eval label is in the run's label vocabulary.")
+    for line in lines:
+        print(line)
+    print(f"Wrote {out}")
 
 
-def prf(tp, fp, fn):
-    """Precision, recall and F1 from counts (0 where undefined)."""
-    tp, fp, fn = (np.asarray(a, np.float64) for a in (tp, fp, fn))
-    p = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-    r = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-    return p, r, _f1(p, r)
+def _read_texts(path, field):
+    p = Path(path)
+    if p.is_dir():
+        raise CLIError("--file", f"expected a file of texts; received {path!r}, which is a folder")
+    if not p.exists():
+        raise CLIError("--file", f"expected an existing file; received {path!r}")
+    opener = __import__("gzip").open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            # Line numbers count every line, blank ones included (blank lines are skipped, not renumbered).
+            lines = [(i, line.rstrip("\n")) for i, line in enumerate(f, 1) if line.strip()]
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise CLIError("--file", f"expected a readable UTF-8 text file (optionally .gz); received {path!r}, "
+                                 f"which could not be read ({type(e).__name__}: {e})")
+    texts = []
+    for i, line in lines:
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CLIError("--file", f"{path}:{i}: expected a JSON object or plain text; received malformed JSON ({e.msg})")
+            if field not in obj:
+                raise CLIError("--file", f"{path}:{i}: expected a field {field!r}; received keys {sorted(obj)}")
+            if not str(obj[field]).strip():
+                raise CLIError("--file", f"{path}:{i}: expected a non-empty text in field {field!r}; received "
+                                         f"{obj[field]!r}")
+            texts.append(str(obj[field]))
+        else:
+            texts.append(line)
+    return texts
 
 
-def _summary(tp, fp, fn, idx):
-    """Micro and macro P/R/F1 over the label indices ``idx``; None if no label has positives."""
-    idx = np.asarray(idx, int)
-    present = idx[(tp[idx] + fn[idx]) > 0]
-    if present.size == 0:
-        return None
-    mp, mr, mf = prf(tp[idx].sum(), fp[idx].sum(), fn[idx].sum())  # false positives of every label count
-    p, r, f = prf(tp[present], fp[present], fn[present])
-    return {
-        "labels": int(idx.size), "labels_with_positives": int(present.size),
-        "micro": {"precision": float(mp), "recall": float(mr), "f1": float(mf)},
-        "macro": {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean())},
-    }
-
-
-def label_groups(train_counts, boundaries=(35, 8)):
-    """Label indices per group: head ``>= hi``, medium ``lo < n < hi``, tail ``<= lo``."""
-    hi, lo = boundaries
-    c = np.asarray(train_counts)
-    return {"head": np.flatnonzero(c >= hi), "medium": np.flatnonzero((c > lo) & (c < hi)),
-            "tail": np.flatnonzero(c <= lo)}
-
-
-def tercile_groups(train_counts):
-    """``(HI, LO)``: the third of the labels with the most training documents is head (``n >= HI``),
-    the rarest third tail (``n <= LO``); labels tied with a boundary join that outer group."""
-    c = np.sort(np.asarray(train_counts, np.int64))
-    if c.size == 0:
-        return (1, 0)
-    k = max(1, c.size // 3)
-    lo, hi = int(c[k - 1]), int(c[c.size - k])
-    return (max(hi, lo + 1), lo)
-
-
-def resolve_groups(spec, train_counts):
-    """``(boundaries, rule)``: ``spec`` ``None`` or ``"auto"`` -> :func:`tercile_groups`; ``"huang"`` ->
-    ``(35, 8)``; a pair -> itself. ``rule`` says in words where the boundaries came from."""
-    if spec is None or spec == "auto":
-        b = tercile_groups(train_counts)
-        return b, f"terciles of the {len(train_counts)} labels by training documents (--groups auto)"
-    if spec == "huang" or tuple(spec) == HUANG:
-        return HUANG, "Huang et al. (2021)'s Reuters boundaries (--groups huang)"
-    b = tuple(int(x) for x in spec)
-    return b, f"set by --groups {b[0]},{b[1]}"
-
-
-def metrics_at(scores, labels, thresholds, *, train_counts, label_names, boundaries=(35, 8)):
-    """All metrics at one threshold (scalar) or per-label thresholds (``[C]``)."""
-    scores = np.asarray(scores, np.float64)
-    labels = np.asarray(labels, np.float64)
-    tp, fp, fn = _counts(scores, labels, thresholds)
-    out = _summary(tp, fp, fn, np.arange(scores.shape[1])) or {
-        "labels": scores.shape[1], "labels_with_positives": 0, "micro": None, "macro": None}
-    out["groups"] = {}
-    for name, idx in label_groups(train_counts, boundaries).items():
-        g = _summary(tp, fp, fn, idx)
-        out["groups"][name] = g if g is not None else {"labels": int(idx.size), "labels_with_positives": 0,
-                                                       "micro": None, "macro": None}
-    p, r, f = prf(tp, fp, fn)
-    th = np.broadcast_to(np.asarray(thresholds, np.float64), (scores.shape[1],))
-    out["per_class"] = [
-        {"label": label_names[j], "train_docs": int(train_counts[j]), "eval_docs": int(tp[j] + fn[j]),
-         "threshold": float(th[j]), "precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j])}
-        for j in range(scores.shape[1])]
-    return out
-
-
-MIN_POSITIVES = 5
-
-
-def tune_thresholds(scores, labels, grid=GRID, *, min_positives=MIN_POSITIVES):
-    """Global (micro-F1) and per-label (label F1) thresholds on validation scores.
-
-    A label with fewer than ``min_positives`` positive validation documents
-    keeps the global threshold: tuned on one or two positives, a per-label
-    threshold lands below a stray low score and floods the test split with
-    false positives (measured on the synthetic corpus: micro-F1 91 -> 51).
-
-    Returns:
-      ``(global_threshold, per_class [C], fallback_mask [C])``: ``fallback_mask``
-      marks the labels that got the global threshold.
-    """
-    scores = np.asarray(scores, np.float64)
-    y = np.asarray(labels) > 0.5
-    n_pos = y.sum(axis=0)
-    best_micro, best_t = -1.0, 0.5
-    per_f1 = np.full((len(grid), scores.shape[1]), -1.0)
-    for i, t in enumerate(grid):
-        pred = scores >= t
-        tp = np.sum(pred & y, axis=0)
-        fp = np.sum(pred & ~y, axis=0)
-        fn = n_pos - tp
-        _, _, f_micro = prf(tp.sum(), fp.sum(), fn.sum())
-        if f_micro > best_micro + 1e-12:
-            best_micro, best_t = float(f_micro), float(t)
-        per_f1[i] = prf(tp, fp, fn)[2]
-    # Ties (common with few validation positives): the best threshold closest to the global one.
-    per = np.empty(scores.shape[1])
-    for j in range(scores.shape[1]):
-        best = grid[per_f1[:, j] >= per_f1[:, j].max() - 1e-12]
-        per[j] = best[np.argmin(np.abs(best - best_t))]
-    fallback = n_pos < max(1, min_positives)
-    per[fallback] = best_t
-    return best_t, per, fallback
-
-
-def all_metrics(scores, labels, thresholds, *, train_counts, label_names, boundaries=(35, 8)):
-    """Metrics at 0.5, at the tuned global threshold and at the per-label thresholds."""
-    kw = dict(train_counts=train_counts, label_names=label_names, boundaries=boundaries)
-    return {"at_0.5": metrics_at(scores, labels, 0.5, **kw),
-            "global": metrics_at(scores, labels, thresholds["global"], **kw),
-            "per_class": metrics_at(scores, labels, np.asarray(thresholds["per_class_vector"]), **kw)}
-
-
-def pr_curve(scores, labels):
-    """Precision and recall at every distinct score of one label (descending)."""
-    scores = np.asarray(scores, np.float64)
-    y = np.asarray(labels) > 0.5
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(y[order])
-    fp = np.cumsum(~y[order])
-    keep = np.r_[np.flatnonzero(np.diff(scores[order])), len(scores) - 1]
-    precision = tp[keep] / np.maximum(tp[keep] + fp[keep], 1)
-    recall = tp[keep] / max(int(y.sum()), 1)
-    return np.r_[1.0, precision], np.r_[0.0, recall]
+def cmd_predict(args):
+    model, pipe, thresholds, cfg = load_run(args.run_dir)
+    texts = list(args.texts)
+    for i, text in enumerate(texts, 1):
+        if not text.strip():
+            raise CLIError("TEXT", f"expected a non-empty text; received {text!r} as text {i} of {len(texts)}")
+    if args.file:
+        texts += _read_texts(args.file, args.text_field or cfg["args"].get("text_field") or "text")
+    if not texts:
+        raise CLIError("TEXT", "expected at least one text (as arguments or with --file); received none")
+    scores = predict_scores(model, pipe, texts)
+    names = pipe.label_vocab.labels
+    th = np.full(len(names), args.threshold) if args.threshold is not None else np.asarray(thresholds["per_class_vector"])
+    for text, row in zip(texts, scores):
+        if args.top_k:
+            idx = np.argsort(-row, kind="stable")[: args.top_k]
+        else:
+            idx = [j for j in np.argsort(-row, kind="stable") if row[j] >= th[j]]
+        picked = [(names[j], float(row[j])) for j in idx]
+        if args.json:
+            print(json.dumps({"text": text, "labels": [{"label": n, "score": round(s, 4)} for n, s in picked]}))
+        else:
+            short = text if len(text) <= 70 else text[:67] + "..."
+            print(f"{short!r}")
+            print("   " + (", ".join(f"{n} {s:.3f}" for n, s in picked) if picked else "(no label above its threshold)"))
+    sys.stdout.flush()

@@ -33,7 +33,7 @@ _BEST = re.compile(r"^best-epoch-(\d{4,})\.weights\.h5$")
 
 def validation_scores(model, pipeline, texts, y, predict_scores):
     """``{"val_macro_f1", "val_micro_f1", "val_threshold", "val_loss"}`` of ``model`` on ``(texts, y)``."""
-    from fusedfocal.cli import evaluate as ev
+    from fusedfocal.cli import metrics as ev
 
     scores, logits = predict_scores(model, pipeline, texts, return_logits=True)
     g, _, _ = ev.tune_thresholds(scores, y)

@@ -498,7 +498,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
 
     import keras
 
-    from fusedfocal.cli import evaluate as ev
+    from fusedfocal.cli import metrics as ev
     from fusedfocal.cli import models, report
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
