@@ -351,7 +351,7 @@ INTERLEAVED_SHAPES = (MID1, MID, LARGE)
 INTERLEAVED_ROUNDS = int(os.environ.get("FUSEDFOCAL_BENCH_ROUNDS", "15"))
 
 
-def test_focal_interleaved(interleaved_shape, benchmark, run_benchmark, full_benchmark):
+def test_focal_interleaved(interleaved_shape, benchmark, run_benchmark, interleaved):
     shape = interleaved_shape
     x, y = make_inputs(shape, tf.float32)
     steps = {}
@@ -361,30 +361,14 @@ def test_focal_interleaved(interleaved_shape, benchmark, run_benchmark, full_ben
         if provider == "fusedfocal_tf" and mode == "function" and shape[0] * shape[1] > 2**22:
             continue  # 20x slower than the rest: it would dominate every round
         fn, _, _ = make_step(provider, mode, "fwdbwd", shape[1])
-        steps[f"{provider}/{mode}"] = fn
-    for fn in steps.values():  # trace + compile, then one warm call
-        for _ in range(2):
+        for _ in range(2):  # trace + compile, then one warm call
             tf.nest.map_structure(lambda t: t.numpy(), fn(x, y))
-    samples = {k: [] for k in steps}
-    order = list(steps)
-    turn = [0]
-
-    def one_round():
-        k0 = turn[0] % len(order)
-        turn[0] += 1
-        for key in order[k0:] + order[:k0]:
-            t0 = time.perf_counter()
-            loss, _ = steps[key](x, y)
-            loss.numpy()  # a tf.function returns once every output is computed
-            samples[key].append(time.perf_counter() - t0)
-
-    run_benchmark(one_round, rounds=INTERLEAVED_ROUNDS, warmup_rounds=1, shape=list(shape),
-                  dtype="float32", pass_="fwdbwd", interleaved_providers=order, device=DEVICE,
+        # a tf.function returns once every output is computed; .numpy() waits for it
+        steps[f"{provider}/{mode}"] = lambda fn=fn: fn(x, y)[0].numpy()
+    rounds = interleaved(steps)
+    run_benchmark(rounds.round, rounds=INTERLEAVED_ROUNDS, warmup_rounds=1, shape=list(shape),
+                  dtype="float32", pass_="fwdbwd", interleaved_providers=rounds.order, device=DEVICE,
                   tf_version=tf.__version__)
-    stats = {}
-    for key, ts in samples.items():
-        ts = np.array(ts[1:] if len(ts) > 1 else ts) * 1e3  # drop the warm-up round
-        stats[key] = dict(median_ms=float(np.median(ts)), p20_ms=float(np.percentile(ts, 20)),
-                          p80_ms=float(np.percentile(ts, 80)), rounds=int(ts.size))
+    stats = rounds.stats()
     benchmark.extra_info["interleaved"] = stats
     assert all(s["median_ms"] > 0 for s in stats.values())

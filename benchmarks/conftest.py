@@ -115,3 +115,44 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["bench_device"] = _os.environ.get("FUSEDFOCAL_BENCH_DEVICE", "CPU:0")
     machine_info["nproc"] = _os.cpu_count()
     machine_info["date"] = _dt.date.today().isoformat()
+
+
+# --------------------------------------------------------------------------
+# Interleaved rounds (issue 10): ratios that survive a noisy, shared machine.
+
+
+class Interleaved:
+    """Times named zero-argument steps round-robin: one call of each a round,
+    the order rotated every round, so a load spike hits every step alike.
+    Each step must block until its work is done. ``stats()`` gives each
+    step's median, p20 and p80 (ms) over the rounds, the first one dropped."""
+
+    def __init__(self, steps: dict):
+        self.steps = dict(steps)
+        self.order = list(self.steps)
+        self.samples = {k: [] for k in self.steps}
+        self._turn = 0
+
+    def round(self):
+        k0 = self._turn % len(self.order)
+        self._turn += 1
+        for key in self.order[k0:] + self.order[:k0]:
+            t0 = _time.perf_counter()
+            self.steps[key]()
+            self.samples[key].append(_time.perf_counter() - t0)
+
+    def stats(self) -> dict:
+        import numpy as np
+
+        out = {}
+        for key, ts in self.samples.items():
+            ts = np.array(ts[1:] if len(ts) > 1 else ts) * 1e3
+            out[key] = dict(median_ms=float(np.median(ts)), p20_ms=float(np.percentile(ts, 20)),
+                            p80_ms=float(np.percentile(ts, 80)), rounds=int(ts.size))
+        return out
+
+
+@pytest.fixture
+def interleaved():
+    """``interleaved(steps)`` -> :class:`Interleaved`."""
+    return Interleaved

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "focal_cpu_driver.h"
+#include "focal_ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace fusedfocal {
@@ -141,18 +142,8 @@ ffi::Error FocalLossImpl(ffi::ThreadPool pool, ffi::AnyBuffer logits,
 // jax.ffi.register_ffi_target("fusedfocal_focal_loss",
 // jax.ffi.pycapsule(lib.fusedfocal_focal_loss_host), platform="cpu")).
 XLA_FFI_DEFINE_HANDLER_SYMBOL(fusedfocal_focal_loss_host, fusedfocal::FocalLossImpl,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::ThreadPool>()
-                                  .Arg<xla::ffi::AnyBuffer>()         // logits
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()  // labels
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()  // alpha
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()  // weights
-                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()  // loss
-                                  .Ret<xla::ffi::AnyBuffer>()         // grad
-                                  .Attr<float>("gamma")
-                                  .Attr<float>("label_smoothing")
-                                  .Attr<int32_t>("reduction")
-                                  .Attr<int64_t>("classes"));
+                              fusedfocal::FocalLossBinding(
+                                  xla::ffi::Ffi::Bind().Ctx<xla::ffi::ThreadPool>()));
 
 #if FUSEDFOCAL_TF_REGISTER
 // Registered with the XLA inside TensorFlow when the op library is loaded.

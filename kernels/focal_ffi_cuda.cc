@@ -17,6 +17,7 @@
 #include <string>
 
 #include "focal_cuda.h"
+#include "focal_ffi_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace fusedfocal {
@@ -89,19 +90,10 @@ ffi::Error FocalLossCudaImpl(void* stream, ffi::ScratchAllocator scratch, ffi::A
 }  // namespace fusedfocal
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(fusedfocal_focal_loss_cuda, fusedfocal::FocalLossCudaImpl,
-                              xla::ffi::Ffi::Bind()
+                              fusedfocal::FocalLossBinding(
+                                  xla::ffi::Ffi::Bind()
                                   .Ctx<xla::ffi::PlatformStream<void*>>()
-                                  .Ctx<xla::ffi::ScratchAllocator>()
-                                  .Arg<xla::ffi::AnyBuffer>()              // logits
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()  // labels
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()  // alpha
-                                  .Arg<xla::ffi::Buffer<xla::ffi::F32>>()  // weights
-                                  .Ret<xla::ffi::Buffer<xla::ffi::F32>>()  // loss
-                                  .Ret<xla::ffi::AnyBuffer>()              // grad
-                                  .Attr<float>("gamma")
-                                  .Attr<float>("label_smoothing")
-                                  .Attr<int32_t>("reduction")
-                                  .Attr<int64_t>("classes"));
+                                  .Ctx<xla::ffi::ScratchAllocator>()));
 
 #if FUSEDFOCAL_TF_REGISTER
 XLA_FFI_REGISTER_HANDLER(XLA_FFI_GetApi(), "fusedfocal_focal_loss", "CUDA",

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "focal_attrs.h"
 #include "focal_cpu_driver.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -42,15 +43,11 @@ template <> struct DtypeCode<Eigen::bfloat16> { static constexpr int value = FF_
 class FusedFocalBase : public OpKernel {
  public:
   explicit FusedFocalBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("gamma", &gamma_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("label_smoothing", &label_smoothing_));
-    std::string reduction;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("reduction", &reduction));
-    reduction_ = reduction == "none" ? 0 : reduction == "sum" ? 1 : 2;
-    OP_REQUIRES(ctx, gamma_ >= 0.0f && gamma_ <= 1e30f,
-                errors::InvalidArgument("gamma must be a finite float >= 0, got ", gamma_));
-    OP_REQUIRES(ctx, label_smoothing_ >= 0.0f && label_smoothing_ < 1.0f,
-                errors::InvalidArgument("label_smoothing must be in [0, 1), got ", label_smoothing_));
+    FocalAttrs a;
+    OP_REQUIRES_OK(ctx, ReadFocalAttrs(ctx, &a));
+    gamma_ = a.gamma;
+    label_smoothing_ = a.label_smoothing;
+    reduction_ = a.reduction;
   }
 
  protected:

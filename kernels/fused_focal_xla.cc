@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "focal_attrs.h"
 #include "tensorflow/compiler/tf2xla/xla_op_kernel.h"
 #include "tensorflow/compiler/tf2xla/xla_op_registry.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -40,16 +41,12 @@ constexpr char kTarget[] = "fusedfocal_focal_loss";
 class FusedFocalXlaOp : public ::tensorflow::XlaOpKernel {
  public:
   explicit FusedFocalXlaOp(::tensorflow::OpKernelConstruction* ctx) : XlaOpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("gamma", &gamma_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("label_smoothing", &label_smoothing_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("num_weights", &num_weights_));
-    std::string reduction;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("reduction", &reduction));
-    reduction_ = reduction == "none" ? 0 : reduction == "sum" ? 1 : 2;
-    OP_REQUIRES(ctx, gamma_ >= 0.0f && gamma_ <= 1e30f,
-                errors::InvalidArgument("gamma must be a finite float >= 0, got ", gamma_));
-    OP_REQUIRES(ctx, label_smoothing_ >= 0.0f && label_smoothing_ < 1.0f,
-                errors::InvalidArgument("label_smoothing must be in [0, 1), got ", label_smoothing_));
+    FocalAttrs a;
+    OP_REQUIRES_OK(ctx, ReadFocalAttrs(ctx, &a));
+    gamma_ = a.gamma;
+    label_smoothing_ = a.label_smoothing;
+    reduction_ = a.reduction;
+    num_weights_ = a.num_weights;
   }
 
   void Compile(::tensorflow::XlaOpKernelContext* ctx) override {
