@@ -41,14 +41,11 @@ fi
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 case "$cmd" in
   demo)
-    # The synthetic corpus has 12 to 3,142 training documents per label: the
-    # groups 100/30 split its 19 labels into three non-empty groups (Huang et
-    # al.'s 35/8, the CLI default, would leave the tail empty). Later
-    # arguments override.
-    # Each demo writes a fresh run folder (run folders are never replaced
-    # without --overwrite, so a fixed one would refuse the second demo); a
-    # later --out wins.
-    exec .venv/bin/fusedfocal compare --groups 100,30 --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"
+    # Label groups come from the data (terciles of the labels by training
+    # frequency, the CLI default). Each demo writes a fresh run folder (run
+    # folders are never replaced without --overwrite, so a fixed one would
+    # refuse the second demo). Later arguments override both.
+    exec .venv/bin/fusedfocal compare --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"
     ;;
   test)
     set +e
