@@ -165,8 +165,8 @@ def test_compare_seeds_reports_mean_and_sd(tiny_data, tmp_path, capsys):
 def test_prediction_does_not_retrace(trained_run, tiny_data):
     # Runs after the training tests above in one process: a tf.function per model used to be traced
     # once per model and per batch shape, and TensorFlow warned after five traces of its code.
-    from fusedfocal.cli.evaluate import load_run
-    from fusedfocal.cli.train import predict_scores
+    from fusedfocal.cli.rundir import load_run
+    from fusedfocal.cli.models import predict_scores
 
     model, pipe, _, _ = load_run(trained_run)
     records = []

@@ -288,16 +288,16 @@ def _dispatch(args, argv, sub):
     try:
         _configure_logical_cpus()
         if args.command == "train":
-            from fusedfocal.cli import train
+            from fusedfocal.cli import rundir, train
 
             if args.resume:
-                args = train.resume_args(sub, argv[1:], args)
+                args = rundir.resume_args(sub, argv[1:], args)
             train.cmd_train(args)
         elif args.command == "compare":
-            from fusedfocal.cli import compare, train
+            from fusedfocal.cli import compare, rundir
 
             if args.resume:
-                args = train.resume_args(sub, argv[1:], args)
+                args = rundir.resume_args(sub, argv[1:], args)
             compare.cmd_compare(args)
         elif args.command == "evaluate":
             from fusedfocal.cli import evaluate

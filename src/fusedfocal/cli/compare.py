@@ -7,16 +7,15 @@ import time
 from pathlib import Path
 
 
-from fusedfocal.cli import rundir
-from fusedfocal.cli.errors import CLIError
 from fusedfocal.cli import metrics as ev
-from fusedfocal.cli import report
-from fusedfocal.cli.train import (CONFIG_FILE, METRICS_FILE, MODEL_FILE, build_loss, is_finished, log, loss_label,
-                                  parse_value, predict_scores, prepare, stored_args, train_run)
+from fusedfocal.cli import report, rundir
+from fusedfocal.cli.errors import CLIError, log
+from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
+from fusedfocal.cli.prepare import prepare
+from fusedfocal.cli.runtime import make_strategy
+from fusedfocal.cli.train import train_run
 
 DEFAULT_LOSSES = "bce,focal,asl,cb,db"
-# what a comparison writes into --out: any of them means a started (or finished) comparison
-COMPARE_FILES = (CONFIG_FILE, "comparison.md", "comparison.json", "recall_vs_frequency.png", "pr_curves.png", "runs")
 MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
              "per_class": "per-label thresholds tuned on the validation split",
              "0.5": "threshold 0.5"}
@@ -57,13 +56,12 @@ def _slug(text):
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-def _pr_labels(result, boundaries, k=2):
+def _pr_labels(result, groups, k=2):
     """``k`` head labels (most frequent) and ``k`` labels of the rarest non-empty group (those with
     the most evaluation documents, so their curves have more than one point)."""
     pcs = result["metrics"]["global"]["per_class"]
     with_pos = [j for j, p in enumerate(pcs) if p["eval_docs"] > 0]
     head = sorted(with_pos, key=lambda j: -pcs[j]["train_docs"])[:k]
-    groups = ev.label_groups([p["train_docs"] for p in pcs], boundaries)
     for g in ("tail", "medium", "head"):
         pool = [j for j in groups[g] if j in with_pos and j not in head]
         if pool:
@@ -72,19 +70,10 @@ def _pr_labels(result, boundaries, k=2):
 
 
 def cmd_compare(args):
-    from fusedfocal import keras as losses  # the loss registry: NAMES, get
-
     specs = parse_loss_specs(args.losses)
-    shared = {}
-    from fusedfocal.cli.train import parse_loss_params
-
-    for key, (value, _) in parse_loss_params(args).items():
-        shared[key] = value
+    shared = parse_loss_params(args)  # {param: (value, flag)}: each reported under its own flag
     for name, _ in specs:
-        if name not in losses.NAMES:
-            raise CLIError("--losses", f"invalid loss {name!r}; expected one of {', '.join(losses.NAMES)}")
-    from fusedfocal.cli.train import make_strategy
-
+        check_loss_name(name, "--losses")
     make_strategy(args.strategy)
     out = Path(args.out)
     rundir.check_folder(out)
@@ -96,18 +85,16 @@ def cmd_compare(args):
     prep = preps[seeds[0]]
     runs = []
     for name, params in specs:
-        p = {**shared, **params}
-        tagged = {k: (v, "--losses") for k, v in p.items()}
+        tagged = {**shared, **{k: (v, "--losses") for k, v in params.items()}}
         build_loss(name, tagged, prep.fit_counts, prep.fit_docs, flag="--losses")  # validate all first
         runs.append((name, tagged))
     labels_text = (f"{prep.pipeline.num_labels} labels; {prep.fit_docs} training documents, "
                    f"{len(prep.val[0])} held out for thresholds, {len(prep.test[0])} {prep.eval_split} documents")
     with rundir.RunLock(out):
-        rundir.guard(out, COMPARE_FILES, resume=args.resume, overwrite=args.overwrite, finished="comparison.json")
-        if not (args.resume and (out / CONFIG_FILE).exists()):
-            report.write_json(out / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
-                **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode,
-                "seeds": args.seeds}})
+        rundir.guard(out, rundir.COMPARE_FILES, resume=args.resume, overwrite=args.overwrite,
+                     finished=rundir.COMPARISON_JSON)
+        if not (args.resume and (out / rundir.CONFIG_FILE).exists()):
+            rundir.write_compare_config(out, args)
         per_loss = []
         k, total = 0, len(runs) * len(seeds)
         for name, tagged in runs:
@@ -115,16 +102,16 @@ def cmd_compare(args):
             per_seed = []
             for seed in seeds:
                 k += 1
-                run_dir = out / "runs" / (_slug(label) + (f"-seed{seed}" if args.seeds else ""))
+                run_dir = out / rundir.RUNS_DIR / (_slug(label) + (f"-seed{seed}" if args.seeds else ""))
                 title = (f"[{k}/{total}] {args.model} + {label}" + (f", seed {seed}" if args.seeds else "")
                          + f": at most {args.epochs} epoch(s) on {labels_text}")
                 args_s, prep_s = _with_seed(args, seed), preps[seed]
                 with rundir.RunLock(run_dir):
-                    if args.resume and is_finished(run_dir):
+                    if args.resume and rundir.is_finished(run_dir):
                         log(f"{title}: finished already in {run_dir}, kept")
-                        per_seed.append(finished_result(run_dir, prep_s))
+                        per_seed.append(rundir.finished_result(run_dir, prep_s))
                     else:
-                        resume = args.resume and (run_dir / CONFIG_FILE).exists()
+                        resume = args.resume and (run_dir / rundir.CONFIG_FILE).exists()
                         per_seed.append(train_run(args_s, prep_s, name, tagged, run_dir, resume=resume,
                                                   title=title + (" [resumed]" if resume else "")))
                 per_seed[-1]["run_dir"] = str(run_dir)
@@ -140,26 +127,11 @@ def _with_seed(args, seed):
     return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
-def finished_result(run_dir, prep):
-    """The result of a finished run of an interrupted comparison: its metrics.json, with the
-    evaluation scores recomputed from its model.keras (for the precision-recall curves)."""
-    import json
-
-    import keras
-
-    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
-
-    result = json.loads((Path(run_dir) / METRICS_FILE).read_text())
-    model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, compile=False)
-    scores = predict_scores(model, prep.pipeline, prep.test[0])
-    result["_scores"] = (scores, prep.pipeline.label_vocab.encode(prep.test[1])[0])
-    return result
-
-
 def write_comparison(args, prep, results, out, wall, labels_text):
     mode = args.threshold_mode
     groups, rule = ev.resolve_groups(args.groups, prep.pipeline.label_vocab.counts)
-    counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}
+    index = ev.label_groups(prep.pipeline.label_vocab.counts, groups)  # label indices per group
+    counts = {g: len(ix) for g, ix in index.items()}
     group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
                   f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
     seeds = list(args.seeds or [args.seed])
@@ -191,17 +163,17 @@ def write_comparison(args, prep, results, out, wall, labels_text):
         cells.append(report.curve(r))
         f1_rows.append(cells)
     out.mkdir(parents=True, exist_ok=True)
-    recall_png = out / "recall_vs_frequency.png"
+    recall_png = out / rundir.RECALL_PNG
     with rundir.atomic_path(recall_png) as tmp:
         report.plot_recall_vs_frequency(results, mode, tmp, groups)
     curves = {}
     names = prep.pipeline.label_vocab.labels
     pcs = results[0]["metrics"]["global"]["per_class"]
-    gmap = {j: g for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items() for j in ix}
-    for j in _pr_labels(results[0], groups):
+    gmap = {j: g for g, ix in index.items() for j in ix}
+    for j in _pr_labels(results[0], index):
         curves[names[j]] = {"train_docs": pcs[j]["train_docs"], "group": gmap[j], "losses": {
             r["name"]: ev.pr_curve(r["_scores"][0][:, j], r["_scores"][1][:, j]) for r in results}}
-    pr_png = out / "pr_curves.png"
+    pr_png = out / rundir.PR_PNG
     with rundir.atomic_path(pr_png) as tmp:
         report.plot_pr_curves(curves, tmp)
 
@@ -219,12 +191,12 @@ def write_comparison(args, prep, results, out, wall, labels_text):
            f"![precision-recall curves]({pr_png.name})", "",
            f"Wall time: {wall:.0f}s. Runs (model.keras, thresholds.json, metrics.json, logs/): "
            + ", ".join(f"`{r['run_dir']}`" for r in results), ""]
-    rundir.write_text(out / "comparison.md", "\n".join(md))
+    rundir.write_text(out / rundir.COMPARISON_MD, "\n".join(md))
     payload = {"title": title, "data": prep.description, "eval_split": prep.eval_split, "threshold_mode": mode,
                "groups": {"boundaries": list(groups), "rule": rule, **counts}, "seeds": seeds,
                "wall_seconds": round(wall, 1),
                "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}
-    report.write_json(out / "comparison.json", payload)
+    report.write_json(out / rundir.COMPARISON_JSON, payload)
 
     print()
     print(title)

@@ -8,54 +8,29 @@ from pathlib import Path
 
 import numpy as np
 
+from fusedfocal.cli import rundir
 from fusedfocal.cli.errors import CLIError
-from fusedfocal.cli.train import CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, predict_scores
-
-
-def load_run(run_dir):
-    """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete."""
-    run_dir = Path(run_dir)
-    missing = [f for f in (CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, "label_vocab.json", "wordpiece_vocab.txt")
-               if not (run_dir / f).exists()]
-    if missing:
-        raise CLIError("RUN_DIR", f"expected a finished run folder (written by fusedfocal train); received "
-                                  f"{str(run_dir)!r}, which lacks {', '.join(missing)}")
-    import keras
-
-    from fusedfocal import data
-    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
-
-    cfg = json.loads((run_dir / CONFIG_FILE).read_text())
-    pcfg = data.PipelineConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["pipeline"].items()})
-    pipeline = data.TextPipeline.from_directory(pcfg, run_dir)
-    model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False)
-    thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
-    out_dim = model.output_shape[-1]
-    if out_dim != len(pipeline.label_vocab) or len(thresholds["per_class_vector"]) != out_dim:
-        raise CLIError("RUN_DIR", f"the label vocabulary does not match the model: expected {out_dim} labels "
-                                  f"(model outputs); received {len(pipeline.label_vocab)} in label_vocab.json and "
-                                  f"{len(thresholds['per_class_vector'])} thresholds")
-    return model, pipeline, thresholds, cfg
 
 
 def cmd_evaluate(args):
     from fusedfocal.cli import metrics as ev
     from fusedfocal.cli import report
-    from fusedfocal.cli.train import _read, summary_lines
+    from fusedfocal.cli.models import predict_scores
+    from fusedfocal.cli.prepare import read_labelled
 
-    model, pipe, thresholds, cfg = load_run(args.run_dir)
+    model, pipe, thresholds, cfg = rundir.load_run(args.run_dir)
     stored = cfg["args"]
     for key in ("text_field", "labels_field", "label_separator", "split_string_labels"):
         if getattr(args, key) is None:
             setattr(args, key, stored.get(key))
-    texts, label_lists = _read(args.data, args, "--data")
+    texts, label_lists = read_labelled(args.data, args, "--data")
     labels = pipe.label_vocab
     y, unknown = labels.encode(label_lists)
     known = sum(1 for ls in label_lists for n in ls if n in labels)
     if unknown and known == 0:
         raise CLIError("--data", (
             f"the label vocabulary of this data does not match the run's: expected labels such as "
-            f"{labels.labels[:5]} ({len(labels)} in {Path(args.run_dir) / 'label_vocab.json'}); received "
+            f"{labels.labels[:5]} ({len(labels)} in {Path(args.run_dir) / rundir.LABEL_VOCAB_FILE}); received "
             f"{len(unknown)} label name(s), none of them known, e.g. {sorted(unknown)[:5]}"))
     groups, _ = ev.resolve_groups(args.groups or stored.get("groups"), labels.counts)
     scores = predict_scores(model, pipe, texts)
@@ -65,11 +40,11 @@ def cmd_evaluate(args):
               "documents": {"eval": len(texts), "validation": "-"}, "labels": len(labels),
               "unknown_eval_labels": dict(unknown),
               "unknown_eval_label_occurrences": int(sum(unknown.values())),
-              "thresholds": {"global": thresholds["global"], "source": str(Path(args.run_dir) / THRESHOLDS_FILE)},
+              "thresholds": {"global": thresholds["global"], "source": str(Path(args.run_dir) / rundir.THRESHOLDS_FILE)},
               "metrics": metrics}
-    out = Path(args.output) if args.output else Path(args.run_dir) / "evaluation.json"
+    out = Path(args.output) if args.output else Path(args.run_dir) / rundir.EVALUATION_FILE
     report.write_json(out, result)
-    lines = summary_lines({**result, "documents": {"eval": len(texts), "validation": "stored"}})
+    lines = report.summary_lines({**result, "documents": {"eval": len(texts), "validation": "stored"}})
     lines[0] = (f"Evaluated {args.run_dir} on {' '.join(map(str, args.data))} ({len(texts)} documents, "
                 f"{len(labels)} labels) with the run's stored thresholds.")
     if not unknown:
@@ -112,7 +87,9 @@ def _read_texts(path, field):
 
 
 def cmd_predict(args):
-    model, pipe, thresholds, cfg = load_run(args.run_dir)
+    from fusedfocal.cli.models import predict_scores
+
+    model, pipe, thresholds, cfg = rundir.load_run(args.run_dir)
     texts = list(args.texts)
     for i, text in enumerate(texts, 1):
         if not text.strip():

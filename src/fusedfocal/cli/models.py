@@ -25,7 +25,7 @@ from keras import ops
 
 from fusedfocal.cli import ngram as _ngram  # noqa: F401  (registers NgramBag for load_model)
 
-__all__ = ["MODELS", "build_model", "prior_logits"]
+__all__ = ["MODELS", "build_model", "prior_logits", "predict_scores"]
 
 MODELS = ("cnn", "fasttext", "transformer", "ngram")
 
@@ -141,3 +141,24 @@ def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_
     if prior_bias and priors is not None:
         dense.bias.assign(prior_logits(priors))
     return model
+
+
+def predict_scores(model, pipeline, texts, batch_size=256, return_logits=False):
+    """Sigmoid scores ``[N, C]`` of every text (and the logits with ``return_logits``), computed
+    locally on this worker.
+
+    The model is called directly rather than through ``model.predict``, which under a multi-worker
+    strategy would shard the documents across workers (each would see only its part). It is called
+    eagerly: a ``tf.function`` per model would be traced again for every model of a comparison
+    (TensorFlow counts the traces of one function's code across closures, and warns about
+    retracing after five), and the eager call of a few batches costs about as much as tracing.
+    """
+    import tensorflow as tf
+
+    out = []
+    for i in range(0, len(texts), batch_size):
+        ids = pipeline.tokenize(texts[i:i + batch_size])
+        out.append(tf.cast(model({"token_ids": ids}, training=False), tf.float32).numpy())
+    logits = np.concatenate(out, 0) if out else np.zeros((0, pipeline.num_labels), np.float32)
+    scores = tf.math.sigmoid(logits).numpy()
+    return (scores, logits) if return_logits else scores

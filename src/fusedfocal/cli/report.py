@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fmt", "write_json", "comparison_rows", "render_table", "plot_recall_vs_frequency", "plot_pr_curves",
-           "aggregate", "chosen_epochs", "curve"]
+__all__ = ["fmt", "summary_lines", "write_json", "comparison_rows", "render_table", "plot_recall_vs_frequency",
+           "plot_pr_curves", "aggregate", "chosen_epochs", "curve"]
 
 GROUPS = ("head", "medium", "tail")
 
@@ -238,3 +238,23 @@ def curve(result, key="val_macro_f1"):
     vals = result.get("history", {}).get(key, [])
     best = (result.get("selection") or {}).get("best_epoch")
     return " ".join(fmt(v, digits=0) + ("*" if i + 1 == best else "") for i, v in enumerate(vals)) or "-"
+
+
+def summary_lines(result):
+    lines = [f"Evaluated on the {result['eval_split']} split ({result['documents']['eval']} documents, "
+             f"{result['labels']} labels); thresholds tuned on {result['documents']['validation']} "
+             "held-out training documents."]
+    lines.append(f"{'thresholds':<22}{'micro P':>8}{'micro R':>8}{'micro F1':>9}{'macro P':>8}{'macro R':>8}{'macro F1':>9}")
+    names = {"at_0.5": "0.5", "global": f"global {result['thresholds']['global']:.2f}", "per_class": "per label"}
+    for mode, label in names.items():
+        m = result["metrics"][mode]
+        lines.append(f"{label:<22}" + "".join(f"{fmt(m[a][b]) if m[a] else '-':>{w}}" for a in ("micro", "macro")
+                                              for b, w in (("precision", 8), ("recall", 8), ("f1", 9))))
+    g = result["metrics"]["global"]["groups"]
+    lines.append("label groups (global threshold), macro recall / F1: " + "; ".join(
+        f"{k} ({v['labels']}) {fmt(v['macro']['recall']) if v['macro'] else '-'} / "
+        f"{fmt(v['macro']['f1']) if v['macro'] else '-'}" for k, v in g.items()))
+    if result["unknown_eval_labels"]:
+        lines.append(f"{sum(result['unknown_eval_labels'].values())} eval label occurrence(s) not in the label "
+                     f"vocabulary were ignored: {sorted(result['unknown_eval_labels'])[:8]}")
+    return lines

@@ -7,11 +7,9 @@
 * :func:`guard`: a folder that holds a started or finished run is never replaced without
   ``--overwrite``, nor continued without ``--resume``.
 * :func:`atomic_path` / :func:`write_text`: temp file in the same folder, ``fsync``, rename.
-* :class:`Checkpoints`: after every epoch, ``backup/epoch-NNNN/`` (weights and optimizer state,
-  the dropout seed-generator states, and the epoch log so far) is written under a temporary name
-  and renamed into place; the previous one is kept as a fallback for a damaged latest. The
-  epoch log (``epochs.jsonl``) is rewritten from the checkpoint it belongs to, so every epoch is
-  logged exactly once whatever moment a run was killed at.
+* File names: every file a run or a comparison writes into its folder is named here, with the
+  run's ``config.json`` (the flags ``--resume`` restores), finished-run detection and loading.
+  Per-epoch checkpoints are :mod:`fusedfocal.cli.checkpoints`'.
 * :func:`fault`: the fault-injection hook of the tests (``FUSEDFOCAL_FAULT=POINT``).
 """
 
@@ -30,10 +28,37 @@ from pathlib import Path
 
 from fusedfocal.cli.errors import CLIError
 
-__all__ = ["RunLock", "guard", "atomic_path", "write_text", "Checkpoints", "fault", "LOCK_FILE", "BACKUP_DIR"]
+__all__ = ["RunLock", "guard", "atomic_path", "write_text", "fault", "LOCK_FILE", "BACKUP_DIR", "CONFIG_FILE",
+           "MODEL_FILE", "THRESHOLDS_FILE", "METRICS_FILE", "EPOCHS_FILE", "RUN_FILES", "COMPARE_FILES",
+           "stored_args", "write_config", "resume_args", "save_vocabularies", "is_finished", "load_run"]
 
 LOCK_FILE = ".lock"
 BACKUP_DIR = "backup"
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+THRESHOLDS_FILE = "thresholds.json"
+METRICS_FILE = "metrics.json"
+EPOCHS_FILE = "epochs.jsonl"
+LOGS_DIR = "logs"
+EVALUATION_FILE = "evaluation.json"
+WORKERS_DIR = "workers"
+# written by data.TextPipeline.save_vocabularies
+LABEL_VOCAB_FILE = "label_vocab.json"
+WORDPIECE_FILE = "wordpiece_vocab.txt"
+# what a run writes into its folder: any of them means a started (or finished) run
+RUN_FILES = (CONFIG_FILE, EPOCHS_FILE, BACKUP_DIR, MODEL_FILE, THRESHOLDS_FILE, METRICS_FILE, LABEL_VOCAB_FILE,
+             WORDPIECE_FILE, LOGS_DIR, EVALUATION_FILE)
+# what a comparison writes into --out: any of them means a started (or finished) comparison
+COMPARISON_MD, COMPARISON_JSON = "comparison.md", "comparison.json"
+RECALL_PNG, PR_PNG = "recall_vs_frequency.png", "pr_curves.png"
+RUNS_DIR = "runs"
+COMPARE_FILES = (CONFIG_FILE, COMPARISON_MD, COMPARISON_JSON, RECALL_PNG, PR_PNG, RUNS_DIR)
+# train flags stored in config.json and restored by --resume
+_STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "split_string_labels", "loss", "gamma",
+           "alpha", "gamma_neg", "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim",
+           "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
+           "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
+           "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience")
 FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
 
@@ -200,99 +225,103 @@ def guard(path, markers, *, resume, overwrite, flag="--out", finished=None):
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
-# ----------------------------------------------------------------------------- checkpoints
-def _seed_variables(model):
-    """Keras seed-generator states (dropout): not in ``save_weights``, but part of the RNG state."""
-    return [v for v in model.variables if "seed_generator_state" in v.path]
+# ----------------------------------------------------------------------------- config, resume, loading
+def stored_args(args):
+    out = {k: getattr(args, k, None) for k in _STORED}
+    out["groups"] = list(out["groups"]) if isinstance(out["groups"], (list, tuple)) else out["groups"]
+    return out
 
 
-class Checkpoints:
-    """``backup/epoch-NNNN/{model.weights.h5, state.json}`` written atomically after every epoch."""
-
-    KEEP = 2
-
-    def __init__(self, work_dir):
-        self.dir = Path(work_dir) / BACKUP_DIR
-
-    def _epoch_dirs(self):
-        if not self.dir.is_dir():
-            return []
-        out = []
-        for p in self.dir.iterdir():
-            if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit():
-                out.append((int(p.name[6:]), p))
-        return sorted(out, reverse=True)
-
-    def save(self, model, epoch, records):
-        import numpy as np
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        final = self.dir / f"epoch-{epoch:04d}"
-        tmp = self.dir / f".epoch-{epoch:04d}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        model.save_weights(tmp / "model.weights.h5")
-        state = {"epoch": epoch, "records": records,
-                 "seed_generators": [np.asarray(v.numpy()).tolist() for v in _seed_variables(model)]}
-        (tmp / "state.json").write_text(json.dumps(state), encoding="utf-8")
-        for f in tmp.iterdir():
-            _fsync(f)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync_dir(self.dir)
-        for _, old in self._epoch_dirs()[self.KEEP:]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def restore(self, model, log=print):
-        """Loads the newest readable checkpoint into ``model``; ``(epoch, records)``, ``(0, [])`` if none."""
-        import numpy as np
-
-        for epoch, d in self._epoch_dirs():
-            try:
-                state = json.loads((d / "state.json").read_text(encoding="utf-8"))
-                if model.optimizer is not None and not model.optimizer.built:
-                    model.optimizer.build(model.trainable_variables)
-                model.load_weights(d / "model.weights.h5")
-            except Exception as e:  # a damaged file: fall back to the previous checkpoint
-                log(f"checkpoint {d} is unreadable ({type(e).__name__}: {str(e)[:200]}); "
-                    "falling back to the previous one")
-                continue
-            seeds = state.get("seed_generators", [])
-            for v, value in zip(_seed_variables(model), seeds):
-                v.assign(np.asarray(value, dtype=v.dtype))
-            return int(state["epoch"]), list(state["records"])
-        return 0, []
-
-    def exists(self):
-        return bool(self._epoch_dirs())
-
-    def remove(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
+def resume_args(subparser, argv, args):
+    """``--resume``: the run's stored settings become the defaults; flags given now override them."""
+    cfg_path = Path(args.out) / CONFIG_FILE
+    if not cfg_path.exists():
+        raise CLIError("--resume", f"expected a run folder with {CONFIG_FILE} in --out; received {args.out!r}, "
+                                   "which has none (start the run without --resume)")
+    stored = json.loads(cfg_path.read_text())["args"]
+    if isinstance(stored.get("groups"), list):
+        stored["groups"] = tuple(stored["groups"])
+    subparser.set_defaults(**stored)
+    return subparser.parse_args(argv)
 
 
-def write_epoch_log(path, records):
-    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description):
+    """``config.json`` of a run: its flags, its loss, its pipeline and its data."""
+    import dataclasses
+
+    from fusedfocal.cli import report
+
+    report.write_json(Path(run_dir) / CONFIG_FILE, {
+        "fusedfocal_cli": 1, "args": stored_args(args),
+        "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
+        "pipeline": dataclasses.asdict(pipeline.config), "data": description})
 
 
-def epoch_callback(checkpoints, log_path, records, model_ref=None):
-    """A Keras callback: after each epoch, its log record, then the checkpoint (with every record so
-    far), then ``epochs.jsonl`` rewritten from those records. Also the in-epoch fault points."""
+def write_compare_config(out, args):
+    """``config.json`` of a comparison: the train flags and ``--losses``, ``--threshold-mode``, ``--seeds``."""
+    from fusedfocal.cli import report
+
+    report.write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
+        **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode, "seeds": args.seeds}})
+
+
+def save_vocabularies(pipeline, run_dir):
+    """The tokenizer and label vocabularies, each file written atomically into ``run_dir``."""
+    import tempfile
+
+    run_dir = Path(run_dir)
+    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".vocab-") as tmp:
+        pipeline.save_vocabularies(tmp)
+        for f in Path(tmp).iterdir():
+            os.replace(f, run_dir / f.name)
+
+
+def is_finished(run_dir):
+    """A finished run: ``metrics.json`` (the last final file) and no checkpoint left."""
+    run_dir = Path(run_dir)
+    return (run_dir / METRICS_FILE).exists() and not (run_dir / BACKUP_DIR).exists()
+
+
+def work_dir(run_dir, chief, task_id):
+    """Where this process writes: the run folder (the chief), else ``workers/worker-ID/``."""
+    return Path(run_dir) if chief else Path(run_dir) / WORKERS_DIR / f"worker-{task_id}"
+
+
+def load_run(run_dir):
+    """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete."""
+    run_dir = Path(run_dir)
+    missing = [f for f in (CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, LABEL_VOCAB_FILE, WORDPIECE_FILE)
+               if not (run_dir / f).exists()]
+    if missing:
+        raise CLIError("RUN_DIR", f"expected a finished run folder (written by fusedfocal train); received "
+                                  f"{str(run_dir)!r}, which lacks {', '.join(missing)}")
     import keras
 
-    class _RunCheckpoint(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0 = time.time()
-            self._epoch = epoch + 1
+    from fusedfocal import data
+    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
 
-        def on_train_batch_end(self, batch, logs=None):
-            fault(f"epoch-{self._epoch}-batch-{batch + 1}")
+    cfg = json.loads((run_dir / CONFIG_FILE).read_text())
+    pcfg = data.PipelineConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["pipeline"].items()})
+    pipeline = data.TextPipeline.from_directory(pcfg, run_dir)
+    model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False)
+    thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
+    out_dim = model.output_shape[-1]
+    if out_dim != len(pipeline.label_vocab) or len(thresholds["per_class_vector"]) != out_dim:
+        raise CLIError("RUN_DIR", f"the label vocabulary does not match the model: expected {out_dim} labels "
+                                  f"(model outputs); received {len(pipeline.label_vocab)} in label_vocab.json and "
+                                  f"{len(thresholds['per_class_vector'])} thresholds")
+    return model, pipeline, thresholds, cfg
 
-        def on_epoch_end(self, epoch, logs=None):
-            rec = {"epoch": epoch + 1, "seconds": round(time.time() - self._t0, 3)}
-            rec.update({k: float(v) for k, v in (logs or {}).items()})
-            records.append(rec)
-            checkpoints.save(self.model, epoch + 1, records)
-            fault(f"checkpoint-{epoch + 1}")
-            write_epoch_log(log_path, records)
 
-    return _RunCheckpoint()
+def finished_result(run_dir, prep):
+    """The result of a finished run of an interrupted comparison: its metrics.json, with the
+    evaluation scores recomputed from its model.keras (for the precision-recall curves)."""
+    import keras
+
+    from fusedfocal.cli import models  # registers the custom layers
+
+    result = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, compile=False)
+    scores = models.predict_scores(model, prep.pipeline, prep.test[0])
+    result["_scores"] = (scores, prep.pipeline.label_vocab.encode(prep.test[1])[0])
+    return result

@@ -1,0 +1,162 @@
+"""The data stage of ``train`` and ``compare``: read the files, hold out validation, build the vocabularies.
+
+Every data error is a :class:`~fusedfocal.cli.errors.CLIError` naming the flag (``--data``, ``--eval``,
+``--val-size``) before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fusedfocal.cli import rundir
+from fusedfocal.cli.errors import CLIError, log
+
+__all__ = ["Prepared", "prepare", "read_labelled", "split_validation", "SYNTHETIC"]
+
+SYNTHETIC = "the built-in synthetic corpus (synthetic_splits(seed=0): 4000 train / 1000 test documents, 19 labels)"
+
+
+def read_labelled(paths, args, flag):
+    from fusedfocal import data
+
+    try:
+        texts, labels, stats = data.read_records(
+            paths, text_field=args.text_field or "text", labels_field=args.labels_field or "labels",
+            label_separator=args.label_separator or "|",
+            string_labels="split" if getattr(args, "split_string_labels", False) else "raise")
+    except FileNotFoundError as e:
+        raise CLIError(flag, f"expected an existing file or glob; received {' '.join(map(str, paths))!r} ({e})")
+    except IsADirectoryError as e:
+        raise CLIError(flag, f"expected a file or glob; received {' '.join(map(str, paths))!r} ({e})")
+    except ValueError as e:
+        raise CLIError(flag, f"could not read the data: {_cli_hints(str(e))}")
+    if not texts:
+        raise CLIError(flag, f"expected at least one document; received an empty data set from {' '.join(map(str, paths))}")
+    return texts, labels
+
+
+def _cli_hints(message):
+    """The readers' hints name library arguments; on the command line they are flags."""
+    import re
+
+    message = re.sub(r'pass string_labels="split" \(and label_separator=\.\.\.\)',
+                     "pass --split-string-labels (and --label-separator SEP)", message)
+    message = re.sub(r", or pass format= one of \[[^\]]*\]",
+                     " (the command line infers the format from the file name: rename the file)", message)
+    return message
+
+
+def _check_labelled(texts, labels, flag, paths, field):
+    if not any(labels):
+        raise CLIError(flag, (
+            f"expected documents with labels in the field {field!r}; received {len(texts)} documents from "
+            f"{' '.join(map(str, paths))}, none of them with a label (use --labels-field to name the field)"))
+
+
+def split_validation(n, val_size, seed):
+    """Indices ``(fit, val)`` of a seeded hold-out of ``val_size`` documents (fraction or count)."""
+    if val_size is None:
+        count = 1000 if n >= 5000 else max(1, round(0.1 * n))
+    elif isinstance(val_size, float) and val_size < 1:
+        count = max(1, round(val_size * n))
+    else:
+        count = int(val_size)
+    if count >= n:
+        raise CLIError("--val-size", f"expected fewer validation documents than training documents ({n}); "
+                                     f"received {val_size} ({count} documents)")
+    order = np.random.default_rng([seed, 2]).permutation(n)
+    return np.sort(order[count:]), np.sort(order[:count])
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs from the data, shared by every loss of a comparison."""
+
+    fit: tuple
+    val: tuple
+    test: tuple
+    eval_split: str
+    pipeline: object
+    fit_counts: np.ndarray
+    fit_docs: int
+    description: str
+
+
+def prepare(args, run_dir=None):
+    """Reads the data, holds out validation, builds (or, from ``run_dir``, loads) the vocabularies."""
+    from fusedfocal import data
+
+    if args.data:
+        texts, labels = read_labelled(args.data, args, "--data")
+        _check_labelled(texts, labels, "--data", args.data, args.labels_field or "labels")
+        desc = ", ".join(str(p) for p in args.data)
+    else:
+        (texts, labels), test_synth = data.synthetic_splits(seed=0)
+        desc = SYNTHETIC
+    if len(texts) < 2:
+        raise CLIError("--data", f"expected at least 2 training documents (1 is held out for validation); received {len(texts)}")
+    fit_idx, val_idx = split_validation(len(texts), args.val_size, args.seed)
+    fit = ([texts[i] for i in fit_idx], [labels[i] for i in fit_idx])
+    val = ([texts[i] for i in val_idx], [labels[i] for i in val_idx])
+    if args.eval:
+        test = read_labelled(args.eval, args, "--eval")
+        eval_split = "test"
+    elif not args.data:
+        test = test_synth
+        eval_split = "test"
+    else:
+        test = val
+        eval_split = "validation"
+    # Static shapes: every batch padded to max_length (XLA compiles one program per input shape, and
+    # replicas of a distributed run then see the same padding as a single-device run).
+    config = data.PipelineConfig(max_length=args.max_length, batch_size=args.batch_size,
+                                 vocab_size=args.vocab_size, seed=args.seed, deterministic=args.deterministic,
+                                 fixed_shape=True)
+    # Label names from every training document (validation included), counts = training documents.
+    label_vocab = data.LabelVocab.build(labels)
+    if run_dir is not None and (Path(run_dir) / rundir.LABEL_VOCAB_FILE).exists():
+        pipeline = data.TextPipeline.from_directory(config, run_dir)
+        if pipeline.label_vocab.labels != label_vocab.labels:
+            stored = pipeline.label_vocab.labels
+            missing = sorted(set(stored) - set(label_vocab.labels))
+            new = sorted(set(label_vocab.labels) - set(stored))
+            raise CLIError("--data", (
+                f"the label vocabulary of this data does not match the one {run_dir} was trained with: expected "
+                f"{len(stored)} labels as in {Path(run_dir) / rundir.LABEL_VOCAB_FILE}; received {len(label_vocab)} "
+                f"labels (missing: {missing[:8]}, new: {new[:8]}, or a different frequency order)"))
+    else:
+        t0 = time.time()
+        wordpiece = data.build_wordpiece_vocab(fit[0], args.vocab_size, seed=args.seed)
+        log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(fit[0])} documents "
+            f"in {time.time() - t0:.1f}s")
+        pipeline = data.TextPipeline(config, wordpiece, label_vocab)
+    fit_y, _ = pipeline.label_vocab.encode(fit[1])
+    fit_counts = fit_y.sum(0).astype(np.int64)
+    if args.eval:
+        _check_eval_labels(test[1], pipeline.label_vocab, args.eval)
+    unseen = [name for name, n in zip(pipeline.label_vocab.labels, fit_counts) if n == 0]
+    if unseen:
+        log(f"warning: {len(unseen)} label(s) have no positive document among the {len(fit[0])} training "
+            f"documents (all of theirs were held out for validation), so the model cannot learn them: "
+            f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
+            "more data avoids this.")
+    return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
+                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc)
+
+
+def _check_eval_labels(label_lists, label_vocab, paths):
+    """``--eval`` data must share labels with the training data (as ``evaluate`` requires); checked
+    before anything is trained or written."""
+    names = {n for ls in label_lists for n in ls}
+    known = names & set(label_vocab.labels)
+    if known:
+        return
+    got = (f"{len(names)} label name(s), none of them in the training data, e.g. {sorted(names)[:5]}" if names
+           else "documents without any label")
+    raise CLIError("--eval", (
+        f"expected evaluation data labelled with the training labels, such as {label_vocab.labels[:5]} "
+        f"({len(label_vocab)} labels); received {got} in {' '.join(map(str, paths))}"))
