@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from fusedfocal.cli import checkpoints as ckpt
-from fusedfocal.cli import logs, rundir
+from fusedfocal.cli import logs, results, rundir
 from fusedfocal.cli.errors import CLIError, log
 from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params
 from fusedfocal.cli.prepare import prepare
@@ -28,11 +28,27 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, 3, epoch]).permutation(n)
 
 
-def history_keys(records):
-    keys = []
-    for r in records:
-        keys += [k for k in r if k not in ("epoch", "seconds") and k not in keys]
-    return keys
+def build(args, prep, loss_name, loss_params, strategy):
+    """The build stage: the model (output bias at the fit split's priors) and its loss, compiled in
+    ``strategy``'s scope."""
+    import keras
+
+    from fusedfocal.cli import models
+
+    pipe = prep.pipeline
+    priors = prep.fit_counts / max(prep.fit_docs, 1)
+    fit_ids = pipe.tokenize(prep.fit[0]).numpy() if args.model == "ngram" else None  # bigram vocabulary, idf
+    with strategy.scope():
+        model = models.build_model(args.model, vocab_size=len(pipe.wordpiece_vocab),
+                                   num_labels=len(pipe.label_vocab), max_length=args.max_length, priors=priors,
+                                   prior_bias=args.prior_bias, embed_dim=args.embed_dim, filters=args.filters,
+                                   layers=args.layers, dropout=args.dropout, seed=args.seed, fit_ids=fit_ids,
+                                   ngram_hidden=getattr(args, "ngram_hidden", 0) or 0,
+                                   ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
+                                   ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf")
+        loss = build_loss(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss, jit_compile=use_jit(args))
+    return model
 
 
 # ----------------------------------------------------------------------------- one run
@@ -42,7 +58,6 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
 
     import keras
 
-    from fusedfocal.cli import metrics as ev
     from fusedfocal.cli import models, report
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
@@ -67,18 +82,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         checkpoints.remove()
         shutil.rmtree(work_dir / rundir.LOGS_DIR, ignore_errors=True)
 
-    priors = prep.fit_counts / max(prep.fit_docs, 1)
-    fit_ids = pipe.tokenize(prep.fit[0]).numpy() if args.model == "ngram" else None  # bigram vocabulary, idf
-    with strategy.scope():
-        model = models.build_model(args.model, vocab_size=len(pipe.wordpiece_vocab), num_labels=len(labels),
-                                   max_length=args.max_length, priors=priors, prior_bias=args.prior_bias,
-                                   embed_dim=args.embed_dim, filters=args.filters, layers=args.layers,
-                                   dropout=args.dropout, seed=args.seed, fit_ids=fit_ids,
-                                   ngram_hidden=getattr(args, "ngram_hidden", 0) or 0,
-                                   ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
-                                   ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf")
-        loss = build_loss(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss, jit_compile=use_jit(args))
+    model = build(args, prep, loss_name, loss_params, strategy)
 
     fit_texts, fit_labels = prep.fit
     # Resume: weights, optimizer state, dropout RNG state and the epoch log of the newest readable
@@ -167,41 +171,11 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         rundir.fault("after-model")
 
     # Thresholds on validation only; metrics on the evaluation split.
-    val_scores = models.predict_scores(model, pipe, prep.val[0])
-    val_y, _ = labels.encode(prep.val[1])
-    g, per, fallback = ev.tune_thresholds(val_scores, val_y)
-    thresholds = {
-        "global": g, "per_class": {name: float(t) for name, t in zip(labels.labels, per)},
-        "per_class_vector": per.tolist(),
-        "fallback_to_global": [name for name, f in zip(labels.labels, fallback) if f],
-        "tuned_on": f"validation split held out from the training data ({len(prep.val[0])} documents)",
-        "objective": "global: micro-F1; per_class: the label's F1 (labels without validation positives "
-                     "use the global threshold)"}
-    test_scores = val_scores if prep.eval_split == "validation" else models.predict_scores(model, pipe, prep.test[0])
-    test_y, unknown = labels.encode(prep.test[1])
-    groups, group_rule = ev.resolve_groups(args.groups, labels.counts)
-    kw = dict(train_counts=labels.counts, label_names=labels.labels, boundaries=groups)
-    metrics = ev.all_metrics(test_scores, test_y, thresholds, **kw)
-    epochs_log = list(records)  # every epoch exactly once, resumed runs included
-    result = {
-        "name": loss_label(loss_name, loss_params), "loss": loss_name,
-        "loss_params": {k: v for k, (v, _) in loss_params.items()},
-        "data": prep.description, "eval_split": prep.eval_split,
-        "documents": {"fit": len(fit_texts), "validation": len(prep.val[0]), "eval": len(prep.test[0])},
-        "labels": len(labels), "groups": {"boundaries": list(groups), "rule": group_rule, **{
-            k: int(len(v)) for k, v in ev.label_groups(labels.counts, groups).items()}},
-        "unknown_eval_labels": dict(unknown),
-        "thresholds": {"global": g, "per_class_fallbacks": len(thresholds["fallback_to_global"])},
-        "metrics": metrics,
-        "validation_metrics": {"global": ev.metrics_at(val_scores, val_y, g, **kw)["micro"]},
-        "history": {k: [float(r[k]) for r in epochs_log if k in r] for k in history_keys(epochs_log)},
-        "epochs": epochs_log, "selection": selector.summary(), "train_seconds": round(train_seconds, 2),
-        "settings": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "learning_rate": args.learning_rate, "max_length": args.max_length, "seed": args.seed,
-                     "deterministic": args.deterministic, "strategy": args.strategy,
-                     "replicas": strategy.num_replicas_in_sync, "mixed_precision": args.mixed_precision,
-                     "jit_compile": use_jit(args)},
-    }
+    thresholds, val_scores, val_y = results.tune_on_validation(model, prep)
+    result, test_scores, test_y = results.run_result(
+        args, prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records,
+        selection=selector.summary(), train_seconds=train_seconds, replicas=strategy.num_replicas_in_sync,
+        jit_compile=use_jit(args))
     if chief:
         report.write_json(run_dir / rundir.THRESHOLDS_FILE, thresholds)
         rundir.fault("after-thresholds")
