@@ -19,6 +19,7 @@ def test_kill_and_resume(tiny_data, tmp_path):
     run = tmp_path / "run"
     flags = [a for a in FAST]
     flags[flags.index("--epochs") + 1] = "6"
+    flags += ["--patience", "0"]  # all 6 epochs: this test is about resuming, not early stopping
     argv = [sys.executable, "-m", "fusedfocal", "train", "--data", str(tiny_data["train"]), "--eval",
             str(tiny_data["test"]), "--out", str(run), "--loss", "bce", *flags]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
