@@ -24,16 +24,16 @@ import numpy as np
 from keras import ops
 
 from fusedfocal.cli import ngram as _ngram  # noqa: F401  (registers NgramBag for load_model)
+from fusedfocal.cli.priors import PRIOR_EPS, prior_initializer
 
 __all__ = ["MODELS", "build_model", "prior_logits", "predict_scores"]
 
 MODELS = ("cnn", "fasttext", "transformer", "ngram")
 
 
-def prior_logits(priors, eps=1e-4):
-    """``log(p / (1 - p))`` of the priors clipped to ``[eps, 1 - eps]`` (float32)."""
-    p = np.clip(np.asarray(priors, np.float64), eps, 1 - eps)
-    return np.log(p / (1 - p)).astype(np.float32)
+def prior_logits(priors, eps=PRIOR_EPS):
+    """The bias of :func:`fusedfocal.cli.priors.prior_initializer` as a float32 vector."""
+    return np.asarray(prior_initializer(priors, eps).bias, np.float32)
 
 
 @keras.saving.register_keras_serializable(package="fusedfocal")

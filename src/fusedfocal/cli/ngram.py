@@ -179,12 +179,12 @@ class NgramBag(keras.layers.Layer):
 def build_ngram_model(*, vocab_size, num_labels, fit_ids, priors=None, prior_bias=True, hidden=0,
                       weighting="tfidf", max_bigrams=50000, min_df=2, dropout=0.0, seed=0):
     """The ``ngram`` model over ``{"token_ids": int32 [B, T]}``; statistics from ``fit_ids [N, T]``."""
-    from fusedfocal.losses import prior_bias_initializer
+    from fusedfocal.cli.priors import prior_initializer
 
     keys, idf = ngram_statistics(fit_ids, vocab_size, max_bigrams=max_bigrams, min_df=min_df)
     bias_init = "zeros"
     if prior_bias and priors is not None:
-        bias_init = prior_bias_initializer(np.clip(np.asarray(priors, np.float64), 1e-4, 1 - 1e-4))
+        bias_init = prior_initializer(priors)  # the CLI's one prior rule (cli/priors.py)
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     if hidden:
         bag = NgramBag(vocab_size, len(keys), hidden, weighting, use_bias=True,
