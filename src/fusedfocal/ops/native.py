@@ -184,7 +184,8 @@ def use_native(implementation: str, logits, alpha) -> bool:
         return False
 
     gpu = bool(tf.config.list_logical_devices("GPU"))
-    if in_xla_context():
+    xla = in_xla_context()
+    if xla:
         if _on_tpu():
             return no("tpu", "on TPU (the op has no TPU lowering)")
         if gpu:
@@ -205,7 +206,7 @@ def use_native(implementation: str, logits, alpha) -> bool:
         if _alpha_tensor(alpha, logits.shape[-1]) is None:
             return no("alpha", f"with alpha of shape {tuple(alpha.shape)} (it takes a "
                                "scalar or a [C] vector)")
-    if not _state["gpu_kernel"] and gpu and not in_xla_context():
+    if not _state["gpu_kernel"] and gpu and not xla:
         return no("gpu", "on a machine with a GPU: the library was built without its "
                          "CUDA kernel")
     return True
