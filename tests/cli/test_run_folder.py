@@ -31,6 +31,10 @@ def _train(tiny_data, out, *extra):
     return cli("train", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", out, *FLAGS, *extra)
 
 
+def _no_prepare(*args, **kwargs):
+    raise AssertionError("the data was prepared before the run folder was checked")
+
+
 def _faulted(monkeypatch, point, fn):
     """Runs ``fn`` with the fault ``point`` armed (raise mode); asserts the fault fired."""
     rundir._FAULT_HITS.clear()
@@ -146,6 +150,10 @@ def test_finished_or_started_run_is_never_replaced_without_overwrite(tiny_data, 
     err = capsys.readouterr().err
     assert "argument --out:" in err and "holds a finished run" in err and "--overwrite" in err and "--resume" in err
     assert (run / "metrics.json").read_bytes() == before
+    with monkeypatch.context() as m:  # refused before the data is read and tokenized, not minutes later
+        m.setattr("fusedfocal.cli.train.prepare", _no_prepare)
+        assert _train(tiny_data, run, "--epochs", "1", "--loss", "focal") == 2
+        assert "holds a finished run" in capsys.readouterr().err
     assert cli("train", "--out", run, "--resume") == 0 and "already finished" in capsys.readouterr().err
     assert (run / "metrics.json").read_bytes() == before
     # A started run (killed during its first epoch) is refused too.
@@ -166,6 +174,9 @@ def test_compare_resume_skips_finished_losses(tiny_data, tmp_path, monkeypatch, 
     kept = bce.read_bytes()
     assert not (out / "comparison.json").exists()
     assert cli(*argv) == 2 and "holds a started run" in capsys.readouterr().err  # not continued silently
+    with monkeypatch.context() as m:  # and refused before any data preparation
+        m.setattr("fusedfocal.cli.compare.prepare", _no_prepare)
+        assert cli(*argv) == 2 and "holds a started run" in capsys.readouterr().err
     assert cli("compare", "--out", out, "--resume") == 0
     err = capsys.readouterr().err
     assert "finished already" in err and "Resuming" in err

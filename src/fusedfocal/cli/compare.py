@@ -76,7 +76,8 @@ def cmd_compare(args):
         check_loss_name(name, "--losses")
     make_strategy(args.strategy)
     out = Path(args.out)
-    rundir.check_folder(out)
+    rundir.precheck(out, rundir.COMPARE_FILES, resume=args.resume, overwrite=args.overwrite,
+                    finished=rundir.COMPARISON_JSON)
     t_start = time.time()
     seeds = list(args.seeds or [args.seed])
     preps = {}

@@ -136,7 +136,15 @@ def _add_train_flags(p):
                    help="stop after this many epochs without a better --select score (default 3; 0: never stop "
                         "early)")
     m.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
-    m.add_argument("--learning-rate", type=_positive_float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    m.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                   help="adam (default) or sgd (momentum 0.9). SGD suits the linear n-gram model: Adam's "
+                        "per-weight step sizes let rare n-grams memorise the training set")
+    m.add_argument("--learning-rate", type=_positive_float, default=2e-3,
+                   help="learning rate (default 2e-3; the losses average over labels, so SGD needs about "
+                        "as many times more as there are labels)")
+    m.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, metavar="WD",
+                   help="decoupled weight decay: each step multiplies every weight by 1 - lr * WD (default 0: "
+                        "none)")
     m.add_argument("--max-length", type=_max_length, default=128,
                    help="token ids per document, [CLS]/[SEP] included (default 128)")
     m.add_argument("--vocab-size", type=_vocab_size, default=8000, help="WordPiece vocabulary size (default 8000)")

@@ -58,7 +58,8 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "alpha", "gamma_neg", "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim",
            "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
            "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
-           "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience")
+           "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience", "optimizer",
+           "weight_decay")
 FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
 
@@ -205,6 +206,14 @@ def check_folder(path, flag="--out"):
     if path.exists() and not path.is_dir():
         raise CLIError(flag, f"expected a run folder (a directory, new or existing); received {str(path)!r}, "
                              "which is a file")
+
+
+def precheck(path, markers, *, resume, overwrite, flag="--out", finished=None):
+    """:func:`guard`'s refusal, early and read-only: a folder that would be refused is refused
+    before minutes of data preparation, not after. :func:`guard` checks again under the lock."""
+    check_folder(path, flag)
+    if not overwrite:
+        guard(path, markers, resume=resume, overwrite=False, flag=flag, finished=finished)
 
 
 def guard(path, markers, *, resume, overwrite, flag="--out", finished=None):

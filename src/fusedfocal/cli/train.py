@@ -47,8 +47,19 @@ def build(args, prep, loss_name, loss_params, strategy):
                                    ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
                                    ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf")
         loss = build_loss(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=loss, jit_compile=use_jit(args))
+        model.compile(optimizer=_optimizer(args), loss=loss, jit_compile=use_jit(args))
     return model
+
+
+def _optimizer(args):
+    """``--optimizer`` at ``--learning-rate`` (SGD with momentum 0.9), with Keras' decoupled
+    ``weight_decay`` when ``--weight-decay`` > 0."""
+    import keras
+
+    wd = float(getattr(args, "weight_decay", 0.0) or 0.0) or None
+    if getattr(args, "optimizer", "adam") == "sgd":
+        return keras.optimizers.SGD(args.learning_rate, momentum=0.9, weight_decay=wd)
+    return keras.optimizers.Adam(args.learning_rate, weight_decay=wd)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -190,9 +201,11 @@ def cmd_train(args):
     from fusedfocal.cli import report
 
     run_dir = Path(args.out)
-    rundir.check_folder(run_dir)
     params = parse_loss_params(args)
-    make_strategy(args.strategy)
+    rundir.check_folder(run_dir)
+    if is_chief(make_strategy(args.strategy))[0]:  # only the chief writes (and so refuses) the run folder
+        rundir.precheck(run_dir, rundir.RUN_FILES, resume=args.resume,
+                        overwrite=getattr(args, "overwrite", False), finished=rundir.METRICS_FILE)
     check_loss_name(args.loss, "--loss")
     prep = prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
     build_loss(args.loss, params, prep.fit_counts, prep.fit_docs)  # validate before anything is written
