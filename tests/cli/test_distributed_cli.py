@@ -71,3 +71,23 @@ def test_multiworker_two_processes_on_loopback(tiny_data, tmp_path, single_devic
     assert (out / "workers" / "worker-1").is_dir() and not (out / "workers" / "worker-1" / "model.keras").exists()
     # Each worker reads its own shard, so batches differ from the single-device run: a looser tolerance.
     np.testing.assert_allclose(m["history"]["loss"][0], single_device["history"]["loss"][0], rtol=0.05)
+
+
+def test_mirrored_best_epoch_selection_matches_single_device(tiny_data, tmp_path):
+    """Best-epoch selection under tf.distribute: every replica's predictions are scored on the whole
+    validation split, so a mirrored run keeps the same epoch, with the same curve, as one device."""
+    flags = [a for a in ONE_EPOCH]
+    flags[flags.index("--epochs") + 1] = "3"
+    flags += ["--patience", "0"]
+    single, mirrored = tmp_path / "single", tmp_path / "mirrored"
+    assert cli("train", "--data", tiny_data["train"], "--out", single, *flags) == 0
+    r = cli_subprocess("train", "--data", tiny_data["train"], "--out", mirrored, "--strategy", "mirrored", *flags,
+                       env={"FUSEDFOCAL_LOGICAL_CPUS": "2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (single, mirrored))
+    assert b["settings"]["replicas"] == 2
+    curve_a, curve_b = a["history"]["val_macro_f1"], b["history"]["val_macro_f1"]
+    assert len(curve_a) == len(curve_b) == 3
+    np.testing.assert_allclose(curve_b, curve_a, atol=0.02)
+    assert b["selection"]["best_epoch"] == a["selection"]["best_epoch"]
+    assert b["selection"]["best_score"] == pytest.approx(max(curve_b))
