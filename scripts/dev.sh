@@ -2,10 +2,13 @@
 # One entry point for a fresh machine with Python 3.11 and the package index:
 #   bash scripts/dev.sh demo [fusedfocal compare flags]   set up, then run the main job
 #   bash scripts/dev.sh test [pytest args]                set up, then run the tests
-# Set-up: creates .venv at the repository root if missing, installs the package
-# with its dev, plot and profile extras (skipped when pyproject.toml and the
-# extras are unchanged since the last install), and builds the optional native CPU op (a failed build
-# falls back to the XLA path; it never fails the set-up, except in CI).
+# Set-up: creates .venv at the repository root if missing, installs the
+# dependencies with the dev, plot and profile extras, then the package itself
+# (editable, no build isolation), whose install compiles the native op against
+# the venv's TensorFlow (build_support/native_build.py). Skipped when nothing
+# it depends on changed since the last install. A failed native build only
+# warns (the package falls back to pure TensorFlow), except in CI (CI=true),
+# where it fails the set-up, and so does a native op that does not load.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,25 +23,38 @@ if [ ! -x .venv/bin/python ]; then
   echo "[dev.sh] creating .venv with $python_bin"
   "$python_bin" -m venv .venv
 fi
-stamp=.venv/.fusedfocal-install-stamp
 extras="dev,plots,profile"  # profile: tensorboard + xprof, so the profiler tests run in CI
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[dev.sh] installing fusedfocal[$extras] into .venv"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+stamp=.venv/.fusedfocal-install-stamp
+want="$(cat pyproject.toml setup.py build_support/*.py kernels/*.* | sha256sum | cut -d' ' -f1) $extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f src/fusedfocal/ops/_build_info.json ]; then
+  echo "[dev.sh] installing the dependencies of fusedfocal[$extras] into .venv"
+  .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel
+  # The dependencies first (read from pyproject.toml), so that the package's
+  # own build finds the venv's TensorFlow and compiles against it.
+  .venv/bin/python - "$extras" >.venv/.fusedfocal-requirements.txt <<'PY'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+reqs = list(project["dependencies"])
+for extra in sys.argv[1].split(","):
+    reqs += project["optional-dependencies"][extra]
+print("\n".join(reqs))
+PY
+  .venv/bin/python -m pip install --quiet -r .venv/.fusedfocal-requirements.txt
+  echo "[dev.sh] installing fusedfocal (editable; builds the native op, about 1.5 min)"
+  require=0
+  if [ "${CI:-}" = "true" ]; then require=1; fi
+  FUSEDFOCAL_REQUIRE_NATIVE=$require .venv/bin/python -m pip install --quiet --no-deps \
+    --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
-# The native CPU op is optional for users (a failed build falls back to the
-# XLA path). In CI (CI=true) a failed build fails the run, so the
-# native-vs-XLA parity tests always run there.
-if [ "${CI:-}" = "true" ]; then
-  .venv/bin/python scripts/build_kernels.py --check
-else
-  .venv/bin/python scripts/build_kernels.py --optional || true
-fi
-
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# What runs where, in one screen. In CI a native op that does not load fails
+# the run, so the native-vs-XLA parity tests always run there.
+if [ "${CI:-}" = "true" ]; then
+  .venv/bin/fusedfocal info --require-native
+else
+  .venv/bin/fusedfocal info || true
+fi
 case "$cmd" in
   demo)
     # Label groups come from the data (terciles of the labels by training

@@ -1,4 +1,4 @@
-"""The ``fusedfocal`` command line: train, compare, evaluate, predict.
+"""The ``fusedfocal`` command line: train, compare, evaluate, predict, profile, info.
 
 Run ``fusedfocal -h`` or ``fusedfocal COMMAND -h``; see ``docs/cli.md``.
 ``FUSEDFOCAL_LOGICAL_CPUS=N`` splits the CPU into N logical devices (for
@@ -78,6 +78,10 @@ def _dispatch(args, argv, sub):
             from fusedfocal.cli import evaluate
 
             evaluate.cmd_evaluate(args)
+        elif args.command == "info":
+            from fusedfocal.cli import info_cmd
+
+            return info_cmd.cmd_info(args)
         elif args.command == "profile":
             from fusedfocal.cli import profile_cmd
 

@@ -241,4 +241,7 @@ def build_parser():
     from fusedfocal.cli import profile_cmd
 
     pr = profile_cmd.add_parser(sub)
-    return parser, {"train": t, "compare": c, "evaluate": e, "predict": p, "profile": pr}
+    from fusedfocal.cli import info_cmd
+
+    i = info_cmd.add_parser(sub)
+    return parser, {"train": t, "compare": c, "evaluate": e, "predict": p, "profile": pr, "info": i}
