@@ -105,7 +105,7 @@ def _native_skip_reason():
         ok = available() if callable(available) else native.load() is not None
     except Exception as e:  # noqa: BLE001 - any load failure means "not built"
         return f"native library not loadable: {e}"
-    return None if ok else "native library not built (scripts/build_kernels.py)"
+    return None if ok else "native library not installed (pip install -e . builds it; fusedfocal info says why)"
 
 
 def make_loss(provider: str, num_classes: int):

@@ -198,6 +198,15 @@ def cuda_home(nvcc: str) -> Path:
     raise BuildError(f"cannot find the CUDA toolkit of {nvcc}; set CUDA_HOME")
 
 
+def _compiler_works(cxx: str) -> bool:
+    if not shutil.which(cxx):
+        return False
+    try:
+        return subprocess.run([cxx, "--version"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
 def _compiler_version(cxx: str) -> str:
     try:
         out = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
@@ -218,8 +227,8 @@ def build(output: Path, *, cuda: str = "auto", xla: str = "on", jobs: int = 2,
     tf = tf or tf_config()
     check_pin(tf["version"])
     cxx = os.environ.get("CXX", "g++")
-    if not shutil.which(cxx):
-        raise BuildError(f"C++ compiler {cxx!r} not found (set CXX, or install g++)")
+    if not _compiler_works(cxx):
+        raise BuildError(f"C++ compiler {cxx!r} not found or not working (set CXX, or install g++)")
     if not KERNELS.is_dir():
         raise BuildError(f"kernel sources not found at {KERNELS}")
     out = Path(build_dir or ROOT / "build" / "kernels")

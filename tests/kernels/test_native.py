@@ -212,19 +212,24 @@ def test_float64_falls_back(spy):
     np.testing.assert_array_equal(gn.numpy(), ga.numpy())
 
 
-def test_missing_library_warns_once_when_requested(monkeypatch, tmp_path, spy):
+def test_missing_library_warns_once_under_auto_and_once_when_requested(monkeypatch, tmp_path, spy):
     monkeypatch.setattr(native, "library_path", str(tmp_path / "_fused_focal_ops.so"))
+    monkeypatch.delenv(native.WARNING_ENV_VAR, raising=False)
     x, y = data()
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        la, ga = loss_and_grad(x, y)  # auto: silent
-        assert not rec
+        la, ga = loss_and_grad(x, y)  # auto: the fallback is never silent
+        loss_and_grad(x, y)
+        assert len(rec) == 1 and "fusedfocal info" in str(rec[0].message)
+        assert "0.84-0.97x" in str(rec[0].message) and native.WARNING_ENV_VAR in str(rec[0].message)
         for _ in range(3):
             ln, gn = loss_and_grad(x, y, implementation="native")
     assert spy == []
-    assert len(rec) == 1 and rec[0].category is RuntimeWarning
-    assert "scripts/build_kernels.py" in str(rec[0].message)
-    assert rec[0].filename == __file__  # points at the caller
+    assert len(rec) == 2 and all(w.category is RuntimeWarning for w in rec)
+    assert "implementation='native'" in str(rec[1].message)
+    assert "scripts/build_kernels.py" in str(rec[1].message)
+    assert "pip install --no-binary fusedfocal" in str(rec[1].message)
+    assert rec[0].filename == rec[1].filename == __file__  # points at the caller
     lx, gx = loss_and_grad(x, y, implementation="xla")
     np.testing.assert_array_equal(ln.numpy(), lx.numpy())
     np.testing.assert_array_equal(gn.numpy(), gx.numpy())
