@@ -60,6 +60,7 @@ def _restored_runtime_state():
 
 
 def _dispatch(args, argv, sub):
+    command = args.command
     try:
         _configure_logical_cpus()
         if args.command == "train":
@@ -89,12 +90,12 @@ def _dispatch(args, argv, sub):
     except CLIError as e:
         sub.error(str(e))  # exits 2
     except RunEnded as e:  # diverged (3), a write error (4), a signal (128 + N): a message, no traceback
-        print(f"fusedfocal {args.command}: {e.message}", file=sys.stderr, flush=True)
+        print(f"fusedfocal {command}: {e.message}", file=sys.stderr, flush=True)
         return e.exit_code
     except OSError as e:  # a write error at a site without its own message
         if e.errno not in WRITE_ERRNOS:
             raise
         w = WriteFailed("a file", e.filename or "?", e)
-        print(f"fusedfocal {args.command}: {w.message}", file=sys.stderr, flush=True)
+        print(f"fusedfocal {command}: {w.message}", file=sys.stderr, flush=True)
         return w.exit_code
     return 0

@@ -92,7 +92,8 @@ def armed(point):
 
 def fault(point):
     """Dies at ``point`` when ``FUSEDFOCAL_FAULT`` names it: ``SIGKILL`` of this process (the
-    default), or :class:`InjectedFault` with ``FUSEDFOCAL_FAULT_ACTION=raise``. Points:
+    default), or :class:`InjectedFault` with ``FUSEDFOCAL_FAULT_ACTION=raise``, or a SIGTERM (SIGINT)
+    of this process with ``FUSEDFOCAL_FAULT_ACTION=sigterm`` (``sigint``; ``sigterm-twice``: two). Points:
     ``epoch-N-batch-B`` (inside epoch N after batch B, 1-based), ``checkpoint-N`` (epoch N's
     checkpoint written, its log line not yet), ``before-final`` (last epoch done, no final file
     written), ``after-model`` / ``after-thresholds`` / ``after-metrics`` (that final file
@@ -101,8 +102,14 @@ def fault(point):
     ``OSError``, :func:`writing`) and ``nan-epoch-N-batch-B`` (:mod:`fusedfocal.cli.stops`)."""
     if not armed(point):
         return
-    if os.environ.get(FAULT_ACTION_ENV) == "raise":
+    action = os.environ.get(FAULT_ACTION_ENV)
+    if action == "raise":
         raise InjectedFault(point)
+    if action in ("sigterm", "sigint", "sigterm-twice"):  # a real signal, handled as a scheduler's would be
+        signum = signal.SIGINT if action == "sigint" else signal.SIGTERM
+        for _ in range(2 if action == "sigterm-twice" else 1):
+            os.kill(os.getpid(), signum)
+        return
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
