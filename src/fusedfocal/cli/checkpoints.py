@@ -31,7 +31,7 @@ __all__ = ["Checkpoints", "write_epoch_log", "epoch_callback", "save_weights", "
 
 _DIR = re.compile(r"^epoch-(\d{4,})(?:-batch-(\d{6,}))?$")
 # room for state.json and the file system's own blocks beside a weights image
-_SLACK = 256 * 1024
+_SLACK = 64 * 1024
 
 
 def _seed_variables(model):

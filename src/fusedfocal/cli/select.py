@@ -127,9 +127,9 @@ def BestEpoch(select, patience, score_fn, backup_dir, records, log=print):
                 final = self._path(epoch + 1)
                 tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # Keras wants *.weights.h5
                 try:
-                    checkpoints.save_weights(self.model, tmp, f"the best weights (epoch {epoch + 1})",
+                    checkpoints.save_weights(self.model, tmp, f"the best weights of epoch {epoch + 1}",
                                              f"write-best-{epoch + 1}")
-                    with rundir.writing(f"the best weights (epoch {epoch + 1})", final):
+                    with rundir.writing(f"the best weights of epoch {epoch + 1}", final):
                         os.replace(tmp, final)
                 finally:
                     tmp.unlink(missing_ok=True)
