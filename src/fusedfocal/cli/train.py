@@ -369,8 +369,11 @@ def ended(e, work_dir, resume_command):
     if isinstance(e, WriteFailed):
         latest = ckpt.Checkpoints(work_dir).latest()
         e.message += (f". The newest checkpoint, {latest}, is intact" if latest else
-                      ". No checkpoint was written yet") + (
-            f". Free some space (or fix the permission), then continue with: {resume_command}")
+                      ". No checkpoint was written yet") + ". Free some space (or fix the permission), then "
+        if (Path(work_dir) / rundir.CONFIG_FILE).exists() or latest:
+            e.message += f"continue with: {resume_command}"
+        else:  # without config.json there is nothing to resume
+            e.message += "start the run again: the same command with --overwrite"
     elif isinstance(e, Interrupted):
         e.message += f". Continue with: {resume_command}"
     return e
