@@ -45,20 +45,28 @@ def _signalled(tiny_data, run, point, action):
                           env={rundir.FAULT_ENV: point, rundir.FAULT_ACTION_ENV: action})
 
 
-def test_sigterm_mid_epoch_checkpoints_exits_143_and_resumes_as_uninterrupted(tiny_data, tmp_path, reference):
+# mid-epoch; after the last batch of an epoch (the epoch's own checkpoint, after its validation)
+@pytest.mark.parametrize("point, where, name", [
+    ("epoch-2-batch-5", "after batch 5 of epoch 2", "epoch-0002-batch-000005"),
+    ("epoch-1-batch-12", "after epoch 1", "epoch-0001")])
+def test_sigterm_checkpoints_exits_143_and_resumes_as_uninterrupted(point, where, name, tiny_data, tmp_path,
+                                                                    reference):
     run = tmp_path / "run"
-    r = _signalled(tiny_data, run, "epoch-2-batch-5", "sigterm")
+    r = _signalled(tiny_data, run, point, "sigterm")
     assert r.returncode == 128 + signal.SIGTERM == 143, r.stderr[-3000:]
     assert "Traceback" not in r.stderr
-    ckpt = run / "backup" / "epoch-0002-batch-000005"
-    assert f"stopped by SIGTERM after batch 5 of epoch 2; checkpoint {ckpt}" in r.stderr
+    ckpt = run / "backup" / name
+    assert f"stopped by SIGTERM {where}; checkpoint {ckpt}" in r.stderr
     assert f"Continue with: fusedfocal train --resume --out {run}" in r.stderr
     state = json.loads((ckpt / "state.json").read_text())
-    assert state["epoch"] == 1 and state["batch"] == 5 and state["metrics_state"]  # the epoch's running loss
+    if "batch" in name:
+        assert state["epoch"] == 1 and state["batch"] == 5 and state["metrics_state"]  # the epoch's running loss
+    else:
+        assert state["epoch"] == 1 and "batch" not in state and len(state["records"]) == 1
     assert not (run / "metrics.json").exists()
     r = cli_subprocess("train", "--out", run, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "after batch 5 of epoch 2" in r.stderr
+    assert f"Resuming {run} {where}" in r.stderr
     assert _final(run) == reference  # same epochs.jsonl, metrics.json (losses included), thresholds
 
 

@@ -146,8 +146,11 @@ class Checkpoints:
                 _fsync_dir(self.dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # a failed write frees its space
-        for _, old in self._epoch_dirs()[self.KEEP:]:
-            shutil.rmtree(old, ignore_errors=True)
+        dirs = self._epoch_dirs()
+        whole = [p for (_, b), p in dirs if b == 0][:1]  # the newest whole-epoch one stays too
+        for _, old in dirs[self.KEEP:]:
+            if old not in whole:
+                shutil.rmtree(old, ignore_errors=True)
         return final
 
     def restore(self, model, log=print, upto=None):
@@ -202,11 +205,12 @@ def set_metrics_state(model, values):
         v.assign(np.asarray(value, dtype=v.dtype))
 
 
-def epoch_callback(checkpoints, log_path, records, *, stop=None, resume_at=(0, 0, None)):
+def epoch_callback(checkpoints, log_path, records, *, stop=None, steps=None, resume_at=(0, 0, None)):
     """A Keras callback: after each epoch, its log record, then the checkpoint (with every record so
     far), then ``epochs.jsonl`` rewritten from those records. Also the in-epoch fault points and, when
     ``stop`` (a :class:`fusedfocal.cli.stops.SignalStop`) has caught a signal, the checkpoint after
-    the current batch (then :class:`~fusedfocal.cli.errors.Interrupted`).
+    the current batch (then :class:`~fusedfocal.cli.errors.Interrupted`); after the last of the
+    epoch's ``steps`` batches, the epoch's own checkpoint instead.
 
     ``resume_at = (epoch, batch, metrics_state)``: the run resumes ``batch`` batches into epoch
     ``epoch + 1`` (0-based ``epoch``): batches are numbered from there and the epoch's running
@@ -226,7 +230,8 @@ def epoch_callback(checkpoints, log_path, records, *, stop=None, resume_at=(0, 0
         def on_train_batch_end(self, batch, logs=None):
             done = batch + 1 + self._offset
             fault(f"epoch-{self._epoch}-batch-{done}")
-            if stop is not None and stop.requested:
+            # after the last batch of an epoch, the epoch's own checkpoint (on_epoch_end) is the one
+            if stop is not None and stop.requested and (steps is None or done < steps):
                 path = checkpoints.save(self.model, self._epoch, records, batch=done,
                                         metrics_state=metrics_state(self.model))
                 stop.stopped(path, self._epoch, done)

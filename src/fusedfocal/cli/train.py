@@ -167,8 +167,9 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
             step = model.train_step
             model.train_step = lambda data: {k: tf.reshape(v, [1]) for k, v in step(data).items()}
         val_ds = None
-    if initial_batch >= steps:  # a checkpoint after the last batch of an epoch: nothing of it left
-        initial_batch = 0
+    if initial_batch >= steps:  # not written (the epoch's own checkpoint is): a damaged folder
+        raise CLIError("--resume", f"expected a checkpoint inside an epoch of {steps} batches; received one "
+                                   f"after batch {initial_batch} (was --batch-size changed?)")
     if args.profile:
         logs.check_profiler()
     n_steps = steps
@@ -191,7 +192,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         stops.NonFiniteCheck(context, steps, records, resume_at),  # first: a non-finite epoch is not kept
         *[cls(resume_at) for cls in fault_callbacks],
         selector,
-        ckpt.epoch_callback(checkpoints, work_dir / rundir.EPOCHS_FILE, records, stop=stop,
+        ckpt.epoch_callback(checkpoints, work_dir / rundir.EPOCHS_FILE, records, stop=stop, steps=steps,
                             resume_at=(initial_epoch, initial_batch, metric_values)),
         logs.tensorboard_callback(work_dir / rundir.LOGS_DIR, logs.profile_batches(args, n_steps)),
     ]
