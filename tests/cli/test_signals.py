@@ -70,13 +70,16 @@ def test_sigterm_checkpoints_exits_143_and_resumes_as_uninterrupted(point, where
     assert _final(run) == reference  # same epochs.jsonl, metrics.json (losses included), thresholds
 
 
-def test_sigint_exits_130_after_a_checkpoint(tiny_data, tmp_path):
+def test_sigint_exits_130_after_a_checkpoint(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     r = _signalled(tiny_data, run, "epoch-1-batch-3", "sigint")
     assert r.returncode == 130, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "KeyboardInterrupt" not in r.stderr
     assert "stopped by SIGINT after batch 3 of epoch 1" in r.stderr
     assert (run / "backup" / "epoch-0001-batch-000003" / "model.weights.h5").is_file()
+    # resuming inside an epoch needs the same batches: another --batch-size is refused, not misread
+    assert cli("train", "--out", run, "--resume", "--batch-size", "32") == 2
+    assert "Resume with the stored --batch-size" in capsys.readouterr().err
 
 
 def test_second_signal_exits_at_once_leaving_the_previous_checkpoint(tiny_data, tmp_path, reference):

@@ -95,6 +95,7 @@ class Checkpoints:
     def __init__(self, work_dir):
         self.dir = Path(work_dir) / BACKUP_DIR
         self.needed = None  # bytes the last checkpoint needed (for messages)
+        self.restored_steps = None  # batches per epoch of a restored mid-epoch checkpoint
 
     def _epoch_dirs(self):
         """``[((completed epochs, batches into the next epoch), path)]``, newest first."""
@@ -118,7 +119,7 @@ class Checkpoints:
         """Epoch ``epoch`` (1-based) done (``batch`` 0), or after ``batch`` batches of epoch ``epoch``."""
         return f"epoch-{epoch:04d}" + (f"-batch-{batch:06d}" if batch else "")
 
-    def save(self, model, epoch, records, *, batch=0, metrics_state=None):
+    def save(self, model, epoch, records, *, batch=0, metrics_state=None, steps=None):
         """Checkpoint after epoch ``epoch`` (1-based), or after ``batch`` batches of it with the running
         values of the model's metrics (``metrics_state``)."""
         import numpy as np
@@ -136,7 +137,8 @@ class Checkpoints:
             state = {"epoch": epoch, "records": records,
                      "seed_generators": [np.asarray(v.numpy()).tolist() for v in _seed_variables(model)]}
             if batch:
-                state.update({"epoch": epoch - 1, "batch": batch, "metrics_state": metrics_state or []})
+                state.update({"epoch": epoch - 1, "batch": batch, "steps_per_epoch": steps,
+                              "metrics_state": metrics_state or []})
             with writing(what, tmp / "state.json"):
                 (tmp / "state.json").write_text(dumps(state), encoding="utf-8")
                 for f in tmp.iterdir():
@@ -175,6 +177,7 @@ class Checkpoints:
             seeds = state.get("seed_generators", [])
             for v, value in zip(_seed_variables(model), seeds):
                 v.assign(np.asarray(value, dtype=v.dtype))
+            self.restored_steps = state.get("steps_per_epoch")
             return (int(state["epoch"]), list(state["records"]), int(state.get("batch", 0)),
                     list(state.get("metrics_state", [])))
         return 0, [], 0, []
@@ -233,7 +236,7 @@ def epoch_callback(checkpoints, log_path, records, *, stop=None, steps=None, res
             # after the last batch of an epoch, the epoch's own checkpoint (on_epoch_end) is the one
             if stop is not None and stop.requested and (steps is None or done < steps):
                 path = checkpoints.save(self.model, self._epoch, records, batch=done,
-                                        metrics_state=metrics_state(self.model))
+                                        metrics_state=metrics_state(self.model), steps=steps)
                 stop.stopped(path, self._epoch, done)
 
         def on_epoch_end(self, epoch, logs=None):

@@ -167,9 +167,11 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
             step = model.train_step
             model.train_step = lambda data: {k: tf.reshape(v, [1]) for k, v in step(data).items()}
         val_ds = None
-    if initial_batch >= steps:  # not written (the epoch's own checkpoint is): a damaged folder
-        raise CLIError("--resume", f"expected a checkpoint inside an epoch of {steps} batches; received one "
-                                   f"after batch {initial_batch} (was --batch-size changed?)")
+    if initial_batch and (initial_batch >= steps or checkpoints.restored_steps not in (None, steps)):
+        # the batches to skip count in the epoch's batches: they must be the same batches
+        raise CLIError("--resume", f"expected the batches per epoch of the interrupted run "
+                                   f"({checkpoints.restored_steps}) to resume inside its epoch; received "
+                                   f"{steps} (--batch-size {args.batch_size}). Resume with the stored --batch-size")
     if args.profile:
         logs.check_profiler()
     n_steps = steps
