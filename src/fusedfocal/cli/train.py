@@ -7,6 +7,7 @@ The stages are modules of their own, shared with ``compare``: :mod:`~fusedfocal.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     t0 = time.time()
     diverged = None
     try:
-        with stop or _nothing():
+        with stop or contextlib.nullcontext():
             if initial_batch and initial_epoch < args.epochs and not selector.exhausted:
                 # the rest of the interrupted epoch, then (below) the epochs after it
                 model.fit(train_data(initial_epoch, initial_batch), epochs=initial_epoch + 1,
@@ -257,14 +258,6 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     checkpoints.remove()  # the run is complete: metrics.json without backup/ marks it finished
     result["_scores"] = (test_scores, test_y)
     return result
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _keep_finite(model, checkpoints, selector, records):
