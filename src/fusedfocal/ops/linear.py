@@ -143,7 +143,7 @@ class _Labels:
     def chunk(self, start, size, batch):
         """The chunk's dense float32 labels ``[B, size]``; ``start`` may be a tensor."""
         if self.dense is not None:
-            return tf.slice(self.dense, [0, start], [-1, size])
+            return _slice(self.dense, [0, start], [-1, size])
         local = self.ids - start
         inside = (local >= 0) & (local < size)
         # Ids outside the chunk (and the -1 padding) go to a dump column
@@ -249,8 +249,8 @@ class _Elementwise:
     def __call__(self, logits, y, start, size):
         alpha_c = self.alpha
         if isinstance(alpha_c, tf.Tensor):
-            alpha_c = tf.slice(alpha_c, [start], [size])
-        w_c = None if self.weights is None else tf.slice(self.weights, [start], [size])
+            alpha_c = _slice(alpha_c, [start], [size])
+        w_c = None if self.weights is None else _slice(self.weights, [start], [size])
         if self.native:
             ops = native.load()
             if alpha_c is None:
@@ -284,18 +284,18 @@ class _Head:
 
     def kernel_chunk(self, start, size):
         if self.layout == "hc":
-            k = tf.slice(self.kernel, [0, start], [-1, size])
+            k = _slice(self.kernel, [0, start], [-1, size])
         else:
-            k = tf.slice(self.kernel, [start, 0], [size, -1])
+            k = _slice(self.kernel, [start, 0], [size, -1])
         return tf.cast(k, self.cdtype) if k.dtype != self.cdtype else k
 
     def logits(self, start, size):
         k = self.kernel_chunk(start, size)
         z = tf.matmul(self.x, k, transpose_b=self.layout == "ch")
         if self.bias is not None:
-            z = z + tf.cast(tf.slice(self.bias, [start], [size]), self.cdtype)
+            z = z + tf.cast(_slice(self.bias, [start], [size]), self.cdtype)
         if self.offsets is not None:
-            z = z + tf.slice(self.offsets, [start], [size])
+            z = z + _slice(self.offsets, [start], [size])
         return z, k
 
     def grads(self, dz, k):
@@ -342,6 +342,22 @@ class _Collector:
         if len(parts) == 1:
             return parts[0]
         return tf.concat(parts, axis=self.axis)
+
+
+def _slice(x, begin, size):
+    """``tf.slice`` with a dynamic ``begin`` and a static ``size`` (-1: the
+    whole axis). Under XLA it is one dynamic-slice: tf2xla lowers a ``Slice``
+    whose begin is not a constant by padding the operand first, which for the
+    kernel is a hoisted copy of 4x its size (found in the optimized HLO)."""
+    if native.in_xla_context() and x.shape.is_fully_defined():
+        full = [x.shape[d] if s == -1 else s for d, s in enumerate(size)]
+        try:
+            from tensorflow.compiler.tf2xla.python import xla as _tfxla
+        except ImportError:  # pragma: no cover - private module moved
+            return tf.slice(x, begin, size)
+        begin = [tf.cast(b, tf.int32) for b in begin]
+        return _tfxla.dynamic_slice(x, tf.stack(begin), full)
+    return tf.slice(x, begin, size)
 
 
 def _dynamic_update_slice():
