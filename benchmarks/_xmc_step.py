@@ -88,10 +88,11 @@ def build(provider, mode, num_labels, hidden, batch_max, *, dtype="float32", lay
 
     import fusedfocal
 
-    rng = np.random.default_rng(0)
     shape = (hidden, num_labels) if layout == "hc" else (num_labels, hidden)
-    kernel = keras.Variable(rng.normal(0, hidden ** -0.5, shape).astype(np.float32), name="kernel")
-    bias = keras.Variable(np.full(num_labels, -4.0, np.float32), name="bias")
+    # Initialised in float32 by TF (a NumPy float64 draw would need 3x the kernel's bytes at 3M labels).
+    kernel = keras.Variable(keras.initializers.RandomNormal(0.0, hidden ** -0.5, seed=0), shape=shape,
+                            dtype="float32", name="kernel")
+    bias = keras.Variable(keras.initializers.Constant(-4.0), shape=(num_labels,), dtype="float32", name="bias")
     opt = keras.optimizers.Adam(1e-3)
     opt.build([kernel, bias])
     cdtype = tf.as_dtype(dtype)

@@ -298,10 +298,11 @@ class _Head:
             z = z + _slice(self.offsets, [start], [size])
         return z, k
 
-    def grads(self, dz, k):
-        """Chunk shares: d features ``[B, H]``, d kernel chunk, d bias chunk."""
+    def grads(self, dz, k, rows_first=False):
+        """Chunk shares: d features ``[B, H]``, d kernel chunk (label-major
+        ``[size, H]`` when ``rows_first``, else in the kernel's layout), d bias chunk."""
         gx = tf.matmul(dz, k, transpose_b=self.layout == "hc")
-        if self.layout == "hc":
+        if self.layout == "hc" and not rows_first:
             gk = tf.matmul(self.x, dz, transpose_a=True)
         else:
             gk = tf.matmul(dz, self.x, transpose_a=True)
@@ -310,17 +311,24 @@ class _Head:
 
 
 class _Collector:
-    """Chunks of a ``[C]``-long gradient along ``axis``: in place under XLA
-    (dynamic-update-slice into a loop-carried buffer), else a TensorArray."""
+    """Chunks of a ``[C]``-long gradient along ``axis`` of ``shape``.
 
-    def __init__(self, shape, axis, dtype, xla, n_full, chunk):
-        self.shape, self.axis, self.dtype, self.xla = shape, axis, dtype, xla
-        self.chunk = chunk
+    Under XLA: dynamic-update-slice into a loop-carried buffer, which XLA
+    does in place (one kernel-sized buffer, no copy). Elsewhere (graph and
+    eager mode, which have no in-place update): a TensorArray of label-major
+    chunks ``[size, ...]`` (the tail chunk included, so one concat joins
+    them), then one transpose for ``axis=1``; peak two kernel-sized buffers.
+    ``write`` takes chunks label-major when ``rows_first``.
+    """
+
+    def __init__(self, shape, axis, dtype, xla, n_chunks):
+        self.shape, self.axis, self.dtype = shape, axis, dtype
         self.dus = _dynamic_update_slice() if xla else None
+        self.rows_first = self.dus is None  # TensorArray chunks are [size, ...]
         if self.dus is not None:
             self.init = tf.zeros(shape, dtype)
         else:
-            self.init = tf.TensorArray(dtype, size=n_full, infer_shape=False, element_shape=None)
+            self.init = tf.TensorArray(dtype, size=n_chunks, infer_shape=False)
 
     def write(self, acc, i, start, value):
         value = tf.cast(value, self.dtype) if value.dtype != self.dtype else value
@@ -329,19 +337,11 @@ class _Collector:
             return self.dus(acc, value, idx)
         return acc.write(i, value)
 
-    def finish(self, acc, tail):
+    def finish(self, acc):
         if self.dus is not None:
             return acc
-        if self.axis == 0:
-            parts = [acc.concat()]
-        else:  # [n, H, chunk] -> [H, n, chunk] -> [H, n * chunk]: a transpose copy ("ch" avoids it)
-            moved = tf.transpose(acc.stack(), [1, 0, 2])
-            parts = [tf.reshape(moved, tf.stack([tf.shape(moved)[0], -1]))]
-        if tail is not None:
-            parts.append(tf.cast(tail, self.dtype))
-        if len(parts) == 1:
-            return parts[0]
-        return tf.concat(parts, axis=self.axis)
+        out = acc.concat()
+        return tf.transpose(out) if self.axis == 1 else out
 
 
 def _slice(x, begin, size):
@@ -382,6 +382,7 @@ def _loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, ups
     batch = head.batch
     xla = native.in_xla_context()
     factor = scale if upstream is None else scale * tf.cast(upstream, head.cdtype)
+    rows_first = not (xla and _dynamic_update_slice() is not None)  # as _Collector stores them
 
     def one(start, size):
         z, k = head.logits(start, size)
@@ -390,7 +391,7 @@ def _loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, ups
         if not want_grads:
             return loss, None
         dz = dz * factor
-        return loss, head.grads(dz, k)
+        return loss, head.grads(dz, k, rows_first=rows_first)
 
     loss0 = tf.zeros([], tf.float64)
     if not want_grads:
@@ -405,9 +406,10 @@ def _loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, ups
 
     hc = head.layout == "hc"
     kshape = head.kernel.shape.as_list()
-    kcol = _Collector(kshape, 1 if hc else 0, head.kernel.dtype, xla, n_full, chunk)
+    n_chunks = n_full + (1 if tail else 0)
+    kcol = _Collector(kshape, 1 if hc else 0, head.kernel.dtype, xla, n_chunks)
     bias_dtype = head.bias.dtype if head.bias is not None else head.cdtype
-    bcol = _Collector([num_classes], 0, bias_dtype, xla, n_full, chunk)
+    bcol = _Collector([num_classes], 0, bias_dtype, xla, n_chunks)
     gx0 = tf.zeros(tf.shape(head.x), head.cdtype)
 
     def body(i, acc, gx, gk, gb):
@@ -417,17 +419,12 @@ def _loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, ups
 
     loop_vars = (tf.constant(0), loss0, gx0, kcol.init, bcol.init)
     _, total, gx, gk, gb = tf.while_loop(lambda i, *_: i < n_full, body, loop_vars)
-    tail_k = tail_b = None
     if tail:
         start = n_full * chunk
         loss, (dx, dk, db) = one(start, tail)
         total, gx = total + loss, gx + dx
-        if kcol.dus is not None:
-            gk = kcol.write(gk, None, start, dk)
-            gb = bcol.write(gb, None, start, db)
-        else:
-            tail_k, tail_b = dk, db
-    gk, gb = kcol.finish(gk, tail_k), bcol.finish(gb, tail_b)
+        gk, gb = kcol.write(gk, n_full, start, dk), bcol.write(gb, n_full, start, db)
+    gk, gb = kcol.finish(gk), bcol.finish(gb)
     return total, (gx, gk, gb)
 
 
