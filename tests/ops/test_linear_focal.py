@@ -305,3 +305,29 @@ def test_top_k_bfloat16_no_bias():
     want_scores, want_ids = tf.math.top_k(tf.sigmoid(z), 5)
     np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
     np.testing.assert_array_equal(ids, want_ids)
+
+
+def _matmuls(concrete):
+    from test_linear_graph import _graphs
+
+    return sum(op.type in ("MatMul", "BatchMatMulV2") for g in _graphs(concrete.graph) for op in g.get_operations())
+
+
+def test_no_gradient_matmuls_without_a_tape():
+    """Forward mode forms gradients in the forward pass only when a tape could
+    ask for them: evaluation runs one matmul a chunk, and tf.gradients (no
+    tape) still gets exact gradients by recomputation."""
+    x, w, b = _inputs(seed=11)
+    y = labels_as("ragged")
+    loss_only = tf.function(lambda x: fusedfocal.linear_focal_loss(x, w, b, y, chunk_size=16))
+    with_tape = tf.function(_loss_and_grads(chunk_size=16))
+    assert _matmuls(loss_only.get_concrete_function(x)) == 2  # loop body + tail chunk
+    assert _matmuls(with_tape.get_concrete_function(x, w, b, y)) == 6  # 3 a chunk
+    want = ref.linear_focal(*_np64(x, w, b), Y)
+    np.testing.assert_allclose(loss_only(x), want[0], rtol=1e-5)
+
+    @tf.function
+    def grads(x):
+        return tf.gradients(fusedfocal.linear_focal_loss(x, w, b, y, chunk_size=16), x)[0]
+
+    np.testing.assert_allclose(grads(x), want[1], rtol=1e-5, atol=1e-5 * np.abs(want[1]).max())

@@ -580,8 +580,14 @@ def _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk,
     def scaled(upstream, g):
         return v.upstream_times(upstream, tf.cast(g, tf.float32) if g.dtype != tf.float64 else g, g.dtype)
 
+    # Forward mode pays for the gradient matmuls in the forward pass; when no
+    # gradient tape is recording (evaluation, Keras test_step) nothing will
+    # ask for them, so compute the loss only (tf.gradients, which needs no
+    # tape, still works: its backward pass recomputes the chunks).
+    forward = grad_mode == "forward" and _could_record()
+
     def inner(*args):
-        if grad_mode == "forward":
+        if forward:
             total, (gx, gk, gb) = _loss_loop(head, lab, elem, num_classes, chunk, scale, want_grads=True)
             grads = cast_grads(gx, gk, gb)
 
@@ -606,6 +612,14 @@ def _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk,
 
     inner = tf.custom_gradient(inner)
     return inner(features, kernel, bias) if has_bias else inner(features, kernel)
+
+
+def _could_record() -> bool:
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - private module moved
+        return True
+    return bool(record.could_possibly_record())
 
 
 @tf.autograph.experimental.do_not_convert
