@@ -39,7 +39,7 @@ _ALIGN = 128
 # B * chunk float32 elements per chunk (16 MB): measured best of 1024..8192
 # labels a chunk at B=1024, C=131072, H=256 under XLA (docs/xmc.md).
 _CHUNK_ELEMENTS = 1 << 22
-_DEFAULT_BATCH = 256  # assumed when the batch size is unknown at trace time
+_DEFAULT_BATCH = 1024  # assumed when the batch size is unknown at trace time (Keras traces with None)
 
 
 def default_chunk_size(batch, num_labels) -> int:
