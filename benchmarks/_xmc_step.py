@@ -27,7 +27,11 @@ Then freed heap pages go back to the OS (``malloc_trim``), the peak mark is
 reset (``/proc/self/clear_refs`` <- 5) and the remaining steps run:
 ``peak_above_resting`` = VmHWM - RSS before them, the working set of a warm
 step (tensors above 32 MB are mmapped by glibc and come back on free, so a
-warm step faults its working set in again). A watchdog thread ends the process (exit code 3,
+warm step faults its working set in again). That holds for TF's plain
+allocator: run with ``TF_ENABLE_ONEDNN_OPTS=0`` (recorded as ``onednn``);
+with oneDNN on, TF pools large CPU allocations and never returns them, so
+the warm peak reads ~0 and only ``peak_rss_bytes`` (the whole process) and
+the cold peak mean anything. A watchdog thread ends the process (exit code 3,
 ``{"exceeded_gib": limit}``) as soon as RSS passes ``--limit-gib``, so an
 unfused step that cannot fit is recorded, not swapped or OOM-killed.
 """
@@ -178,6 +182,7 @@ def main(argv=None):
                chunk=a.chunk, grad_mode=a.grad_mode, implementation=a.implementation,
                resting_bytes=resting, cold_peak_above_resting_bytes=cold,
                peak_above_resting_bytes=max(0, hwm - rss1), peak_rss_bytes=hwm, rss_before_warm_bytes=rss1,
+               onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
                first_step_s=first, step_s=times, losses=losses, wall_s=time.perf_counter() - t_start)
     print(json.dumps(out), flush=True)
 

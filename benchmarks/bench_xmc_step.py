@@ -47,7 +47,8 @@ def peak_memory(provider, mode, cfg, **kw):
            provider, mode, str(cfg["C"]), str(cfg["H"]), str(cfg["B"]), "--steps", "2"]
     for k, v in kw.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")  # plain allocator: see _xmc_step.py
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     return json.loads(lines[-1]) if lines else None
 

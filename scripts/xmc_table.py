@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 
@@ -46,11 +47,21 @@ def load_interleaved(path):
     return out
 
 
+def _failure(r):
+    """``"> 16 GiB"`` (watchdog), ``"OOM (+8.58 GiB)"`` (XLA could not allocate its buffer) or None."""
+    if r.get("exceeded_gib"):
+        return f"> {r['exceeded_gib']:g} GiB"
+    if r.get("failed"):
+        m = re.search(r"Out of memory while trying to allocate ([\d.]+\s*\w+)", r["failed"])
+        return f"OOM (+{m.group(1)})" if m else "failed"
+    return None
+
+
 def _time(r):
     if r is None:
         return None, "-"
-    if "exceeded_gib" in r:
-        return None, f"> {r['exceeded_gib']:g} GiB"
+    if _failure(r):
+        return None, _failure(r)
     if not r.get("step_s"):
         return None, "failed"
     t = statistics.median(r["step_s"])
@@ -60,18 +71,22 @@ def _time(r):
 def _mem(r):
     if r is None:
         return None, "-"
-    if "exceeded_gib" in r:
-        return None, f"> {r['exceeded_gib']:g} GiB"
+    if _failure(r):
+        return None, _failure(r)
     if "peak_above_resting_bytes" not in r:
         return None, "failed"
     m = r["peak_above_resting_bytes"] / 2**30
     return m, f"{m:.2f}"
 
 
+def _rss(r):
+    return f"{r['peak_rss_bytes'] / 2**30:.2f}" if r and r.get("peak_rss_bytes") else "-"
+
+
 def table(rows, interleaved):
     head = ("| C | H | B | mode | step s: fused / Dense+SFL / Dense+Keras3 | fused vs SFL time "
-            "| peak GiB above resting: fused / SFL / Keras3 | SFL / fused memory |")
-    lines = [head, "|" + "---|" * 8]
+            "| peak GiB above resting: fused / SFL / Keras3 | SFL / fused memory | fused process peak GiB |")
+    lines = [head, "|" + "---|" * 9]
     for key in sorted(rows):
         c, h, b, mode, dtype = key
         got = rows[key]
@@ -86,10 +101,10 @@ def table(rows, interleaved):
         mratio = "-"
         if mems[0][0] and mems[1][0]:
             mratio = f"{mems[1][0] / mems[0][0]:.1f}x"
-        elif mems[0][0] and got.get("fusedfocal", {}).get("exceeded_gib"):
+        elif mems[0][0] is not None and _failure(got.get("fusedfocal", {})):
             mratio = "unfused does not fit"
         lines.append(f"| {c:,} | {h} | {b} | {mode} | {' / '.join(t[1] for t in times)} | {ratio} | "
-                     f"{' / '.join(m[1] for m in mems)} | {mratio} |")
+                     f"{' / '.join(m[1] for m in mems)} | {mratio} | {_rss(got.get('fused'))} |")
     return "\n".join(lines)
 
 
