@@ -88,8 +88,16 @@ def _check_chunk_size(chunk_size):
     return int(chunk_size)
 
 
+def _read(value):
+    """A (Keras or TF) variable as a tensor: read once, outside the custom gradient."""
+    if isinstance(value, tf.Variable) or hasattr(value, "__tf_tensor__"):
+        return tf.convert_to_tensor(value)
+    return value
+
+
 def _class_param(name, value, num_classes, *, lo, hi):
     """None, a float, or a [C] float vector (NumPy or tensor)."""
+    value = _read(value)
     value = v.check_class_vector(name, value, lo=lo, hi=hi)
     if isinstance(value, np.ndarray):
         if value.ndim != 1 or value.shape[0] != num_classes:
@@ -109,7 +117,8 @@ def _class_vector(name, value, num_classes):
     """``class_weights`` / ``logit_offsets``: None or a [C] vector only."""
     if value is None:
         return None
-    if isinstance(value, (tf.Tensor, tf.Variable)):
+    value = _read(value)
+    if isinstance(value, tf.Tensor):
         shape = tf.TensorShape(value.shape)
         if shape.rank != 1 or not shape.is_compatible_with([num_classes]):
             raise v.invalid(name, f"None or a vector of length {num_classes} (the number of labels)",
@@ -249,7 +258,7 @@ class _Elementwise:
 
     def __call__(self, logits, y, start, size):
         alpha_c = self.alpha
-        if isinstance(alpha_c, tf.Tensor):
+        if isinstance(alpha_c, tf.Tensor) and alpha_c.shape.rank == 1:
             alpha_c = _slice(alpha_c, [start], [size])
         w_c = None if self.weights is None else _slice(self.weights, [start], [size])
         if self.native:
