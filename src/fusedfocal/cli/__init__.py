@@ -12,7 +12,7 @@ import contextlib
 import os
 import sys
 
-from fusedfocal.cli.errors import CLIError
+from fusedfocal.cli.errors import WRITE_ERRNOS, CLIError, RunEnded, WriteFailed
 from fusedfocal.cli.parser import build_parser
 
 __all__ = ["main", "build_parser", "CLIError"]
@@ -60,6 +60,7 @@ def _restored_runtime_state():
 
 
 def _dispatch(args, argv, sub):
+    command = args.command
     try:
         _configure_logical_cpus()
         if args.command == "train":
@@ -92,4 +93,13 @@ def _dispatch(args, argv, sub):
             evaluate.cmd_predict(args)
     except CLIError as e:
         sub.error(str(e))  # exits 2
+    except RunEnded as e:  # diverged (3), a write error (4), a signal (128 + N): a message, no traceback
+        print(f"fusedfocal {command}: {e.message}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except OSError as e:  # a write error at a site without its own message
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        w = WriteFailed("a file", e.filename or "?", e)
+        print(f"fusedfocal {command}: {w.message}", file=sys.stderr, flush=True)
+        return w.exit_code
     return 0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from fusedfocal.cli import metrics as ev
 from fusedfocal.cli import report, rundir
-from fusedfocal.cli.errors import CLIError, log
+from fusedfocal.cli.errors import CLIError, RunEnded, log
 from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
 from fusedfocal.cli.prepare import prepare
 from fusedfocal.cli.runtime import make_strategy
-from fusedfocal.cli.train import train_run
+from fusedfocal.cli.train import diverged_info, ended, train_run
 
 DEFAULT_LOSSES = "bce,focal,asl,cb,db"
 MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
@@ -108,18 +108,48 @@ def cmd_compare(args):
                          + f": at most {args.epochs} epoch(s) on {labels_text}")
                 args_s, prep_s = _with_seed(args, seed), preps[seed]
                 with rundir.RunLock(run_dir):
-                    if args.resume and rundir.is_finished(run_dir):
+                    info = diverged_info(run_dir) if args.resume else None
+                    if info is not None and not (run_dir / rundir.METRICS_FILE).exists():
+                        log(f"{title}: diverged already in {run_dir} (no finite epoch), kept as diverged")
+                        per_seed.append({"name": label, "loss": name, "diverged": info, "metrics": None})
+                    elif args.resume and rundir.is_finished(run_dir):
                         log(f"{title}: finished already in {run_dir}, kept")
                         per_seed.append(rundir.finished_result(run_dir, prep_s))
                     else:
                         resume = args.resume and (run_dir / rundir.CONFIG_FILE).exists()
-                        per_seed.append(train_run(args_s, prep_s, name, tagged, run_dir, resume=resume,
-                                                  title=title + (" [resumed]" if resume else "")))
+                        try:
+                            per_seed.append(train_run(args_s, prep_s, name, tagged, run_dir, resume=resume,
+                                                      title=title + (" [resumed]" if resume else "")))
+                        except RunEnded as e:
+                            raise ended(e, run_dir, f"fusedfocal compare --resume --out {out}")
+                if per_seed[-1].get("diverged"):
+                    d = per_seed[-1]["diverged"]
+                    log(f"{title}: diverged in epoch {d['epoch']}, batch {d['batch']} ({d.get('value')} "
+                        f"{d.get('what', 'training loss')}); "
+                        + (f"kept epoch {d['kept_epoch']}" if d.get("kept_epoch") else "no finite epoch")
+                        + "; going on with the next loss")
                 per_seed[-1]["run_dir"] = str(run_dir)
             per_loss.append(per_seed)
-        results = [report.aggregate(r) for r in per_loss]
+        results, diverged = [], []
+        for per_seed in per_loss:
+            ok = [r for r in per_seed if r.get("metrics") is not None]
+            if ok:
+                results.append(report.aggregate(ok))
+                marks = [diverged_mark(r["diverged"]) for r in per_seed if r.get("diverged")]
+                if marks:  # the table marks it: diverged, with its last finite epoch
+                    results[-1]["name"] += f" [{'; '.join(marks)}]"
+                    results[-1]["diverged"] = [r.get("diverged") for r in per_seed]
+            else:
+                diverged.append({"name": per_seed[0]["name"], "loss": per_seed[0]["loss"],
+                                 "diverged": [r["diverged"] for r in per_seed],
+                                 "run_dirs": [r["run_dir"] for r in per_seed]})
         wall = time.time() - t_start
-        write_comparison(args, prep, results, out, wall, labels_text)
+        write_comparison(args, prep, results, out, wall, labels_text, diverged)
+
+
+def diverged_mark(info):
+    """``diverged e3 b5, last finite e2`` (the kept epoch is in the table's epoch column)."""
+    return f"diverged e{info['epoch']} b{info['batch']}, last finite e{info.get('last_finite_epoch', 0)}"
 
 
 def _with_seed(args, seed):
@@ -128,7 +158,27 @@ def _with_seed(args, seed):
     return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
-def write_comparison(args, prep, results, out, wall, labels_text):
+def _diverged_lines(diverged):
+    return [f"- {d['name']}: diverged before any epoch finished with a finite loss ("
+            + "; ".join(f"epoch {i['epoch']}, batch {i['batch']}: {i.get('what', 'training loss')} {i.get('value')}"
+                        for i in d["diverged"]) + "); no model, not in the table. Runs: "
+            + ", ".join(f"`{p}`" for p in d["run_dirs"]) for d in diverged]
+
+
+def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
+    """``comparison.md``, ``comparison.json`` and the plots. ``diverged``: the losses that have no
+    result (every seed diverged before an epoch finished); they are listed, not tabulated."""
+    diverged_md = (["## Diverged", ""] + _diverged_lines(diverged) + [""]) if diverged else []
+    if not results:  # every loss diverged: no table, no plots
+        out.mkdir(parents=True, exist_ok=True)
+        md = [f"# Loss comparison: {args.model} model, at most {args.epochs} epoch(s)", "",
+              f"{labels_text}. Every loss diverged; there is nothing to compare.", ""] + diverged_md
+        rundir.write_text(out / rundir.COMPARISON_MD, "\n".join(md))
+        report.write_json(out / rundir.COMPARISON_JSON, {
+            "title": md[0][2:], "data": prep.description, "eval_split": prep.eval_split, "results": [],
+            "diverged": list(diverged), "wall_seconds": round(wall, 1)})
+        print("\n".join(md))
+        return
     mode = args.threshold_mode
     groups, rule = ev.resolve_groups(args.groups, prep.pipeline.label_vocab.counts)
     index = ev.label_groups(prep.pipeline.label_vocab.counts, groups)  # label indices per group
@@ -191,12 +241,13 @@ def write_comparison(args, prep, results, out, wall, labels_text):
            f"![per-label recall against frequency]({recall_png.name})", "",
            f"![precision-recall curves]({pr_png.name})", "",
            f"Wall time: {wall:.0f}s. Runs (model.keras, thresholds.json, metrics.json, logs/): "
-           + ", ".join(f"`{r['run_dir']}`" for r in results), ""]
+           + ", ".join(f"`{r['run_dir']}`" for r in results), ""] + diverged_md
     rundir.write_text(out / rundir.COMPARISON_MD, "\n".join(md))
     payload = {"title": title, "data": prep.description, "eval_split": prep.eval_split, "threshold_mode": mode,
                "groups": {"boundaries": list(groups), "rule": rule, **counts}, "seeds": seeds,
                "wall_seconds": round(wall, 1),
-               "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]}
+               "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
+               "diverged": list(diverged)}
     report.write_json(out / rundir.COMPARISON_JSON, payload)
 
     print()
@@ -215,5 +266,9 @@ def write_comparison(args, prep, results, out, wall, labels_text):
         print(f"  {c[0]:<28} {c[1]:>5} / {c[2]:<5} | {c[3]:>5} / {c[4]:<5} | {c[5]:>5} / {c[6]:<5} "
               f"| epoch {c[9]}, val macro-F1 {c[10]}")
     print()
+    if diverged:
+        print("Diverged (not in the table):")
+        print("\n".join(_diverged_lines(diverged)))
+        print()
     print(f"Wrote {out}/comparison.md, comparison.json, {recall_png.name}, {pr_png.name} and one run folder "
           f"per loss under {out}/runs/ in {wall:.0f}s.")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from fusedfocal.cli import rundir
 from fusedfocal.cli.errors import CLIError
 
 __all__ = ["add_parser", "cmd_profile", "SUMMARY_FILE"]
@@ -42,6 +42,5 @@ def cmd_profile(args):
     for line in profiling.format_summary(summary):
         print(line)
     out = Path(args.output) if args.output else (run if run.is_dir() else run.parent) / SUMMARY_FILE
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    rundir.write_json(out, summary)  # strict JSON, atomic, a write error is a message
     print(f"Wrote {out}")

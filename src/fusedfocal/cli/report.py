@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -21,23 +19,12 @@ def fmt(value, pct=True, digits=1):
     return f"{100 * value:.{digits}f}" if pct else f"{value:.{digits}f}"
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def write_json(path, payload):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_json_default, allow_nan=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    """Strict JSON, written atomically: :func:`fusedfocal.cli.rundir.write_json` (non-finite numbers
+    as ``null``; a write error is a clear message, exit status 4)."""
+    from fusedfocal.cli import rundir
+
+    return rundir.write_json(path, payload)
 
 
 def _get(m, *keys):

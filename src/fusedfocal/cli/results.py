@@ -57,7 +57,8 @@ def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores
         "thresholds": {"global": g, "per_class_fallbacks": len(thresholds["fallback_to_global"])},
         "metrics": metrics,
         "validation_metrics": {"global": ev.metrics_at(val_scores, val_y, g, **kw)["micro"]},
-        "history": {k: [float(r[k]) for r in epochs_log if k in r] for k in history_keys(epochs_log)},
+        "history": {k: [None if r[k] is None else float(r[k]) for r in epochs_log if k in r]
+                    for k in history_keys(epochs_log)},
         "epochs": epochs_log, "selection": selection, "train_seconds": round(train_seconds, 2),
         "settings": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                      "optimizer": getattr(args, "optimizer", "adam"), "learning_rate": args.learning_rate,

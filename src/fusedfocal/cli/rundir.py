@@ -10,6 +10,12 @@
 * File names: every file a run or a comparison writes into its folder is named here, with the
   run's ``config.json`` (the flags ``--resume`` restores), finished-run detection and loading.
   Per-epoch checkpoints are :mod:`fusedfocal.cli.checkpoints`'.
+* :func:`dumps`: the one JSON writer of every file a run writes: strict JSON, a non-finite number
+  (NaN, +-Infinity) is written as ``null``.
+* :func:`writing`: every write site of a run goes through it: an ``OSError`` (disk full, quota,
+  read-only, permission) becomes :class:`~fusedfocal.cli.errors.WriteFailed` (one message naming the
+  operation and the path, exit status 4); :func:`check_space` refuses a write early when the free
+  space is below what it needs.
 * :func:`fault`: the fault-injection hook of the tests (``FUSEDFOCAL_FAULT=POINT``).
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import signal
@@ -26,9 +33,9 @@ import sys
 import time
 from pathlib import Path
 
-from fusedfocal.cli.errors import CLIError
+from fusedfocal.cli.errors import CLIError, WriteFailed
 
-__all__ = ["RunLock", "guard", "atomic_path", "write_text", "fault", "LOCK_FILE", "BACKUP_DIR", "CONFIG_FILE",
+__all__ = ["dumps", "strict", "writing", "check_space", "RunLock", "guard", "atomic_path", "write_text", "fault", "LOCK_FILE", "BACKUP_DIR", "CONFIG_FILE",
            "MODEL_FILE", "THRESHOLDS_FILE", "METRICS_FILE", "EPOCHS_FILE", "RUN_FILES", "COMPARE_FILES",
            "stored_args", "write_config", "resume_args", "save_vocabularies", "is_finished", "load_run"]
 
@@ -39,6 +46,7 @@ MODEL_FILE = "model.keras"
 THRESHOLDS_FILE = "thresholds.json"
 METRICS_FILE = "metrics.json"
 EPOCHS_FILE = "epochs.jsonl"
+DIVERGED_FILE = "diverged.json"
 LOGS_DIR = "logs"
 EVALUATION_FILE = "evaluation.json"
 WORKERS_DIR = "workers"
@@ -47,7 +55,7 @@ LABEL_VOCAB_FILE = "label_vocab.json"
 WORDPIECE_FILE = "wordpiece_vocab.txt"
 # what a run writes into its folder: any of them means a started (or finished) run
 RUN_FILES = (CONFIG_FILE, EPOCHS_FILE, BACKUP_DIR, MODEL_FILE, THRESHOLDS_FILE, METRICS_FILE, LABEL_VOCAB_FILE,
-             WORDPIECE_FILE, LOGS_DIR, EVALUATION_FILE)
+             WORDPIECE_FILE, LOGS_DIR, EVALUATION_FILE, DIVERGED_FILE)
 # what a comparison writes into --out: any of them means a started (or finished) comparison
 COMPARISON_MD, COMPARISON_JSON = "comparison.md", "comparison.json"
 RECALL_PNG, PR_PNG = "recall_vs_frequency.png", "pr_curves.png"
@@ -62,6 +70,8 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "weight_decay")
 FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
+FAULT_ERRNO_ENV = "FUSEDFOCAL_FAULT_ERRNO"
+SKIP_SPACE_CHECK_ENV = "FUSEDFOCAL_SKIP_SPACE_CHECK"
 
 
 _FAULT_HITS: dict = {}
@@ -72,24 +82,104 @@ class InjectedFault(BaseException):
     ``BaseException`` so that nothing on the way catches it."""
 
 
+def armed(point):
+    """Whether ``FUSEDFOCAL_FAULT`` names ``point`` and this is its K-th hit (``POINT#K``, default 1)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec or spec.partition("#")[0] != point:
+        return False
+    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
+    return _FAULT_HITS[point] == int(spec.partition("#")[2] or 1)
+
+
 def fault(point):
     """Dies at ``point`` when ``FUSEDFOCAL_FAULT`` names it: ``SIGKILL`` of this process (the
-    default), or :class:`InjectedFault` with ``FUSEDFOCAL_FAULT_ACTION=raise``. Points:
+    default), or :class:`InjectedFault` with ``FUSEDFOCAL_FAULT_ACTION=raise``, or a SIGTERM (SIGINT)
+    of this process with ``FUSEDFOCAL_FAULT_ACTION=sigterm`` (``sigint``; ``sigterm-twice``: two). Points:
     ``epoch-N-batch-B`` (inside epoch N after batch B, 1-based), ``checkpoint-N`` (epoch N's
     checkpoint written, its log line not yet), ``before-final`` (last epoch done, no final file
     written), ``after-model`` / ``after-thresholds`` / ``after-metrics`` (that final file
     written, the checkpoint not yet removed). ``POINT#K`` dies the K-th time this process reaches
-    it (e.g. in the second loss of a comparison)."""
-    spec = os.environ.get(FAULT_ENV)
-    if not spec or spec.partition("#")[0] != point:
+    it (e.g. in the second loss of a comparison). Other kinds of points: ``write-...`` (an
+    ``OSError``, :func:`writing`) and ``nan-epoch-N-batch-B`` (:mod:`fusedfocal.cli.stops`)."""
+    if not armed(point):
         return
-    _FAULT_HITS[point] = _FAULT_HITS.get(point, 0) + 1
-    if _FAULT_HITS[point] != int(spec.partition("#")[2] or 1):
-        return
-    if os.environ.get(FAULT_ACTION_ENV) == "raise":
+    action = os.environ.get(FAULT_ACTION_ENV)
+    if action == "raise":
         raise InjectedFault(point)
+    if action in ("sigterm", "sigint", "sigterm-twice"):  # a real signal, handled as a scheduler's would be
+        signum = signal.SIGINT if action == "sigint" else signal.SIGTERM
+        for _ in range(2 if action == "sigterm-twice" else 1):
+            os.kill(os.getpid(), signum)
+        return
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- strict JSON, write errors
+def strict(obj):
+    """``obj`` with every non-finite float (NaN, +-Infinity) replaced by ``None`` (JSON ``null``), NumPy
+    scalars and arrays as Python numbers and lists, paths as strings."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # NumPy scalars and arrays
+        return strict(obj.tolist())
+    return obj
+
+
+def dumps(obj, *, indent=None):
+    """Strict JSON (RFC 8259): what every JSON file of a run is written with. A non-finite number is
+    written as ``null``, which in a number field means "not a finite number" (a diverged loss)."""
+    return json.dumps(strict(obj), indent=indent, allow_nan=False)
+
+
+def write_json(path, payload, *, operation=None, point=None):
+    """``payload`` as strict JSON (``indent=1``) in ``path``, atomically (see :func:`writing`)."""
+    path = Path(path)
+    with writing(operation or path.name, path, point or f"write-{path.stem}"):
+        write_text(path, dumps(payload, indent=1) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def writing(operation, path, point=None, hint=""):
+    """A write site: an ``OSError`` inside becomes :class:`WriteFailed` naming ``operation`` and
+    ``path`` (exit status 4). ``point``: the fault point (``FUSEDFOCAL_FAULT=write-...``) that raises
+    ``OSError(FUSEDFOCAL_FAULT_ERRNO, default ENOSPC)`` here, as a full disk would."""
+    try:
+        if point and armed(point):
+            code = getattr(errno, os.environ.get(FAULT_ERRNO_ENV, "ENOSPC"))
+            raise OSError(code, os.strerror(code), str(path))
+        yield
+    except OSError as e:
+        raise WriteFailed(operation, getattr(e, "filename", None) or path, e, hint) from e
+
+
+def check_space(directory, needed, operation):
+    """Refuses (:class:`WriteFailed`, ENOSPC) a write of about ``needed`` bytes into ``directory``
+    when the file system has less free space than that (``shutil.disk_usage``: one ``statvfs``)."""
+    if os.environ.get(SKIP_SPACE_CHECK_ENV):  # tests: let the write itself hit the full disk
+        return
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if free < needed:
+        raise WriteFailed(operation, directory, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+                          f"It needs about {_mib(needed)}; {_mib(free)} is free")
+
+
+def _mib(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.0f} KiB"
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -258,9 +348,7 @@ def write_train_config(run_dir, args, loss_name, loss_params, pipeline, descript
     """``config.json`` of a run: its flags, its loss, its pipeline and its data."""
     import dataclasses
 
-    from fusedfocal.cli import report
-
-    report.write_json(Path(run_dir) / CONFIG_FILE, {
+    write_json(Path(run_dir) / CONFIG_FILE, {
         "fusedfocal_cli": 1, "args": stored_args(args),
         "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
         "pipeline": dataclasses.asdict(pipeline.config), "data": description})
@@ -268,9 +356,7 @@ def write_train_config(run_dir, args, loss_name, loss_params, pipeline, descript
 
 def write_compare_config(out, args):
     """``config.json`` of a comparison: the train flags and ``--losses``, ``--threshold-mode``, ``--seeds``."""
-    from fusedfocal.cli import report
-
-    report.write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
+    write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
         **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode, "seeds": args.seeds}})
 
 
@@ -279,10 +365,11 @@ def save_vocabularies(pipeline, run_dir):
     import tempfile
 
     run_dir = Path(run_dir)
-    with tempfile.TemporaryDirectory(dir=run_dir, prefix=".vocab-") as tmp:
-        pipeline.save_vocabularies(tmp)
-        for f in Path(tmp).iterdir():
-            os.replace(f, run_dir / f.name)
+    with writing("the vocabularies", run_dir, "write-vocabularies"):
+        with tempfile.TemporaryDirectory(dir=run_dir, prefix=".vocab-") as tmp:
+            pipeline.save_vocabularies(tmp)
+            for f in Path(tmp).iterdir():
+                os.replace(f, run_dir / f.name)
 
 
 def is_finished(run_dir):

@@ -50,6 +50,10 @@ def validation_scores(model, pipeline, texts, y, predict_scores):
 
 
 def _better(a, b, higher):
+    import math
+
+    if a is None or not math.isfinite(a):  # a non-finite score (null in the epoch log) is never better
+        return False
     return a > b + 1e-12 if higher else a < b - 1e-12
 
 
@@ -60,7 +64,7 @@ def best_of(records, select):
     for r in records:
         if key is None:
             best, score = r["epoch"], None
-        elif key in r and (score is None or _better(r[key], score, higher)):
+        elif key in r and r[key] is not None and (score is None or _better(r[key], score, higher)):
             best, score = r["epoch"], r[key]
     return best, score
 
@@ -115,14 +119,21 @@ def BestEpoch(select, patience, score_fn, backup_dir, records, log=print):
             if key is None:
                 self.best_epoch = epoch + 1
                 return
-            if self.best_score is None or _better(logs[key], self.best_score, higher):
-                self.best_epoch, self.best_score = epoch + 1, float(logs[key])
+            if _better(logs[key], self.best_score, higher) if self.best_score is not None else \
+                    _better(logs[key], float("-inf") if higher else float("inf"), higher):
+                from fusedfocal.cli import checkpoints
+
                 backup_dir.mkdir(parents=True, exist_ok=True)
                 final = self._path(epoch + 1)
                 tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # Keras wants *.weights.h5
-                self.model.save_weights(tmp)
-                rundir._fsync(tmp)
-                os.replace(tmp, final)
+                try:
+                    checkpoints.save_weights(self.model, tmp, f"the best weights of epoch {epoch + 1}",
+                                             f"write-best-{epoch + 1}")
+                    with rundir.writing(f"the best weights of epoch {epoch + 1}", final):
+                        os.replace(tmp, final)
+                finally:
+                    tmp.unlink(missing_ok=True)
+                self.best_epoch, self.best_score = epoch + 1, float(logs[key])
                 self._clean()
             if self.exhausted:
                 log(f"Early stop after epoch {epoch + 1}: no better {key} for {self.patience} epoch(s); "

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from fusedfocal.cli import checkpoints as ckpt
-from fusedfocal.cli import logs, results, rundir
-from fusedfocal.cli.errors import CLIError, log
+from fusedfocal.cli import logs, results, rundir, stops
+from fusedfocal.cli.errors import CLIError, Diverged, RunEnded, log
 from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params
 from fusedfocal.cli.prepare import prepare
 from fusedfocal.cli.runtime import is_chief, make_strategy, setup_runtime, use_jit
@@ -28,10 +28,15 @@ def epoch_order(n, seed, epoch):
     return np.random.default_rng([seed, 3, epoch]).permutation(n)
 
 
-def build(args, prep, loss_name, loss_params, strategy):
+def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
     """The build stage: the model (output bias at the fit split's priors) and its loss, compiled in
-    ``strategy``'s scope."""
+    ``strategy``'s scope. With ``FUSEDFOCAL_FAULT=nan-epoch-N-batch-B`` the loss is wrapped so that
+    it returns NaN at that batch; the callback class that arms it is appended to ``fault_callbacks``."""
+    import os
+
     import keras
+
+    from fusedfocal.cli import stops
 
     from fusedfocal.cli import models
 
@@ -47,6 +52,9 @@ def build(args, prep, loss_name, loss_params, strategy):
                                    ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
                                    ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf")
         loss = build_loss(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
+        loss, poison = stops.nan_fault_loss(loss, os.environ.get(rundir.FAULT_ENV))
+        if poison is not None and fault_callbacks is not None:
+            fault_callbacks.append(poison)
         model.compile(optimizer=_optimizer(args), loss=loss, jit_compile=use_jit(args))
     return model
 
@@ -93,22 +101,31 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         checkpoints.remove()
         shutil.rmtree(work_dir / rundir.LOGS_DIR, ignore_errors=True)
 
-    model = build(args, prep, loss_name, loss_params, strategy)
+    fault_callbacks = []
+    model = build(args, prep, loss_name, loss_params, strategy, fault_callbacks)
 
     fit_texts, fit_labels = prep.fit
     # Resume: weights, optimizer state, dropout RNG state and the epoch log of the newest readable
-    # checkpoint (the model and its optimizer exist now; fit() starts at that epoch).
-    initial_epoch, records = checkpoints.restore(model, log=log) if resume else (0, [])
+    # checkpoint (the model and its optimizer exist now; fit() starts at that epoch). A checkpoint
+    # written after a signal is mid-epoch: ``initial_batch`` batches of epoch ``initial_epoch + 1``
+    # are done, and the epoch's running metrics are restored when it begins.
+    initial_epoch, records, initial_batch, metric_values = (
+        checkpoints.restore(model, log=log) if resume else (0, [], 0, []))
     if resume:
         ckpt.write_epoch_log(work_dir / rundir.EPOCHS_FILE, records)  # drops lines of epochs not checkpointed
-        if initial_epoch:
+        if initial_batch:
+            log(f"Resuming {work_dir} after batch {initial_batch} of epoch {initial_epoch + 1} of {args.epochs}.")
+        elif initial_epoch:
             log(f"Resuming {work_dir} after epoch {initial_epoch} of {args.epochs}.")
 
-    def epochs_dataset(ctx=None):
-        # Epoch e reads the documents in epoch_order(seed, e), whichever process trains it.
+    def epochs_dataset(first, ctx=None, skip=0):
+        # Epoch e reads the documents in epoch_order(seed, e), whichever process trains it; a resumed
+        # epoch skips the batches done before its checkpoint.
         parts = [pipe.dataset(fit_texts, fit_labels, training=True, input_context=ctx,
                               order=epoch_order(len(fit_texts), args.seed, e))
-                 for e in range(initial_epoch, args.epochs)]
+                 for e in range(first, args.epochs)]
+        if skip:
+            parts[0] = parts[0].skip(skip)
         ds = parts[0]
         for part in parts[1:]:
             ds = ds.concatenate(part)
@@ -120,15 +137,21 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         if steps < 1:
             raise CLIError("--batch-size", f"expected at most {len(fit_texts)} (training documents); "
                                            f"received {args.batch_size}")
-        train_ds = epochs_dataset() if initial_epoch < args.epochs else None
+
+        def train_data(first, skip=0):
+            return epochs_dataset(first, skip=skip)
+
         val_ds = pipe.dataset(*prep.val, training=False)
     else:
         steps = len(fit_texts) // args.batch_size
         if steps < 1:
             raise CLIError("--batch-size", f"expected at most {len(fit_texts)} (training documents) with "
                                            f"--strategy {args.strategy}; received {args.batch_size}")
-        train_ds = strategy.distribute_datasets_from_function(
-            lambda ctx: epochs_dataset(ctx).repeat()) if initial_epoch < args.epochs else None
+
+        def train_data(first, skip=0):
+            return strategy.distribute_datasets_from_function(
+                lambda ctx: epochs_dataset(first, ctx, skip).repeat())
+
         # Keras 3.15's fit() under a strategy builds the model from the first batch of the distributed
         # iterator (consuming it) by reducing it across replicas, which fails for a multi-worker
         # strategy. The functional model is built already; build the optimizer here and skip that step
@@ -144,6 +167,9 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
             step = model.train_step
             model.train_step = lambda data: {k: tf.reshape(v, [1]) for k, v in step(data).items()}
         val_ds = None
+    if initial_batch >= steps:  # not written (the epoch's own checkpoint is): a damaged folder
+        raise CLIError("--resume", f"expected a checkpoint inside an epoch of {steps} batches; received one "
+                                   f"after batch {initial_batch} (was --batch-size changed?)")
     if args.profile:
         logs.check_profiler()
     n_steps = steps
@@ -156,9 +182,18 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y_sel, models.predict_scores),
         checkpoints.dir, records, log=log)
     selector.set_model(model)
+    context = {"loss": loss_label(loss_name, loss_params), "learning_rate": float(args.learning_rate),
+               "optimizer": getattr(args, "optimizer", "adam"), "mixed_precision": args.mixed_precision}
+    resume_at = (initial_epoch, initial_batch)
+    # Signals are handled by this process only under the default strategy: a worker of a
+    # multi-worker run that stopped alone would leave the others waiting in a collective.
+    stop = stops.SignalStop() if args.strategy == "default" else None
     callbacks = [
+        stops.NonFiniteCheck(context, steps, records, resume_at),  # first: a non-finite epoch is not kept
+        *[cls(resume_at) for cls in fault_callbacks],
         selector,
-        ckpt.epoch_callback(checkpoints, work_dir / rundir.EPOCHS_FILE, records),
+        ckpt.epoch_callback(checkpoints, work_dir / rundir.EPOCHS_FILE, records, stop=stop, steps=steps,
+                            resume_at=(initial_epoch, initial_batch, metric_values)),
         logs.tensorboard_callback(work_dir / rundir.LOGS_DIR, logs.profile_batches(args, n_steps)),
     ]
     if args.profile:  # name each step for the profiler's overview / step-time / input-pipeline tools
@@ -168,17 +203,38 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     if title:
         log(title)
     t0 = time.time()
-    if train_ds is not None and not selector.exhausted:
-        model.fit(train_ds, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
+    diverged = None
+    try:
+        with stop or _nothing():
+            if initial_batch and initial_epoch < args.epochs and not selector.exhausted:
+                # the rest of the interrupted epoch, then (below) the epochs after it
+                model.fit(train_data(initial_epoch, initial_batch), epochs=initial_epoch + 1,
+                          initial_epoch=initial_epoch, steps_per_epoch=steps - initial_batch,
+                          validation_data=val_ds, callbacks=callbacks, verbose=args.verbose)
+                initial_epoch += 1
+            if initial_epoch < args.epochs and not selector.exhausted:
+                model.fit(train_data(initial_epoch), epochs=args.epochs, initial_epoch=initial_epoch,
+                          steps_per_epoch=steps, validation_data=val_ds, callbacks=callbacks,
+                          verbose=args.verbose)
+    except Diverged as e:
+        diverged = e.info
     train_seconds = time.time() - t0 + sum(r.get("seconds", 0.0) for r in records[:initial_epoch])
-    selector.restore_best()  # the weights of the best epoch (already in place if it was the last)
+    if diverged is not None:
+        kept = _keep_finite(model, checkpoints, selector, records)
+        if not kept:  # nothing finite to keep: no model, no metrics; diverged.json says why
+            return _diverged_without_result(run_dir, chief, checkpoints, loss_name, loss_params, diverged)
+        diverged["kept_epoch"] = kept
+    else:
+        selector.restore_best()  # the weights of the best epoch (already in place if it was the last)
     rundir.fault("before-final")
     # Final files, each written atomically; the checkpoint stays until the last of them is in place,
     # so a kill at any moment here is resumed from it (and rewrites the same files).
     if chief:
-        with rundir.atomic_path(run_dir / rundir.MODEL_FILE) as tmp:
-            model.save(tmp)
+        model_path = run_dir / rundir.MODEL_FILE
+        with rundir.writing("the model", model_path, "write-model"):
+            rundir.check_space(run_dir, ckpt.needed_bytes(model), "the model")
+            with rundir.atomic_path(model_path) as tmp:
+                model.save(tmp)
         rundir.fault("after-model")
 
     # Thresholds on validation only; metrics on the evaluation split.
@@ -187,14 +243,61 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         args, prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records,
         selection=selector.summary(), train_seconds=train_seconds, replicas=strategy.num_replicas_in_sync,
         jit_compile=use_jit(args))
+    if diverged is not None:
+        result["diverged"] = diverged
     if chief:
         report.write_json(run_dir / rundir.THRESHOLDS_FILE, thresholds)
         rundir.fault("after-thresholds")
         report.write_json(run_dir / rundir.METRICS_FILE, result)
         rundir.fault("after-metrics")
+        if diverged is not None:
+            rundir.write_json(run_dir / rundir.DIVERGED_FILE, diverged)
     checkpoints.remove()  # the run is complete: metrics.json without backup/ marks it finished
     result["_scores"] = (test_scores, test_y)
     return result
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _keep_finite(model, checkpoints, selector, records):
+    """After a divergence: the weights of the best finite epoch into ``model``; returns its number
+    (0 when no epoch finished finite). The last finite epoch's checkpoint comes first (the weights in
+    ``model`` are non-finite), then the best epoch's weights if it is an earlier one."""
+    if not records:
+        return 0
+    last = records[-1]["epoch"]
+    epoch, _, _, _ = checkpoints.restore(model, log=log, upto=(last, 0))
+    if epoch != last:
+        return 0
+    selector.restore_best()
+    return selector.best_epoch or last
+
+
+def _diverged_without_result(run_dir, chief, checkpoints, loss_name, loss_params, info):
+    info["kept_epoch"] = 0
+    if chief:
+        rundir.write_json(Path(run_dir) / rundir.DIVERGED_FILE, info)
+    checkpoints.remove()
+    return {"name": loss_label(loss_name, loss_params), "loss": loss_name, "diverged": info, "metrics": None}
+
+
+def diverged_info(run_dir):
+    """The ``diverged.json`` of a run folder, or ``None``."""
+    import json
+
+    path = Path(run_dir) / rundir.DIVERGED_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"epoch": "?", "batch": "?", "steps_per_epoch": "?", "last_finite_epoch": 0, "kept_epoch": 0}
 
 
 def cmd_train(args):
@@ -203,6 +306,8 @@ def cmd_train(args):
     run_dir = Path(args.out)
     params = parse_loss_params(args)
     rundir.check_folder(run_dir)
+    if args.resume and diverged_info(run_dir) is not None:  # before minutes of data preparation
+        raise _diverged_again(run_dir)
     if is_chief(make_strategy(args.strategy))[0]:  # only the chief writes (and so refuses) the run folder
         rundir.precheck(run_dir, rundir.RUN_FILES, resume=args.resume,
                         overwrite=getattr(args, "overwrite", False), finished=rundir.METRICS_FILE)
@@ -220,13 +325,22 @@ def cmd_train(args):
         if chief:
             rundir.guard(run_dir, rundir.RUN_FILES, resume=args.resume,
                          overwrite=getattr(args, "overwrite", False), finished=rundir.METRICS_FILE)
+        if args.resume and diverged_info(run_dir) is not None:
+            raise _diverged_again(run_dir)
         if args.resume and rundir.is_finished(run_dir):
             log(f"{run_dir} already finished ({rundir.METRICS_FILE} exists, no checkpoint left); "
                 "nothing to resume.")
             return
-        result = train_run(args, prep, args.loss, params, run_dir, resume=args.resume, title=title)
-    for line in report.summary_lines(result):
-        print(line)
+        try:
+            result = train_run(args, prep, args.loss, params, run_dir, resume=args.resume, title=title)
+        except RunEnded as e:
+            raise ended(e, work_dir, f"fusedfocal train --resume --out {run_dir}")
+    if result.get("metrics") is not None:
+        for line in report.summary_lines(result):
+            print(line)
+    if result.get("diverged"):
+        info = result["diverged"]
+        raise Diverged(stops.diverged_message(info, run_dir, info.get("kept_epoch", 0)), info)
     chief, task_id = is_chief(make_strategy(args.strategy))
     if not chief:
         print(f"Worker {task_id}: checkpoints and logs in {run_dir}/workers/worker-{task_id}/; worker 0 writes the run.")
@@ -234,3 +348,33 @@ def cmd_train(args):
     print(f"Wrote {run_dir}/: {rundir.MODEL_FILE}, {rundir.WORDPIECE_FILE}, {rundir.LABEL_VOCAB_FILE}, "
           f"{rundir.THRESHOLDS_FILE}, {rundir.METRICS_FILE}, logs/ (tensorboard --logdir {run_dir}/logs) "
           f"in {time.time() - t0:.0f}s")
+
+
+def _diverged_again(run_dir):
+    info = diverged_info(run_dir)
+    kept = info.get("kept_epoch", 0)
+    return Diverged(f"{run_dir} diverged (epoch {info.get('epoch')}, batch {info.get('batch')}: "
+                    f"{info.get('what', 'the training loss')} became {info.get('value', 'non-finite')} at learning "
+                    f"rate {info.get('learning_rate')}); " + (
+                        f"its result is epoch {kept}'s weights (model.keras, metrics.json). " if kept else
+                        "no epoch finished with a finite loss, so it has no model. ")
+                    + "A diverged run is not resumed: it would diverge again. " + stops.DIVERGED_HELP
+                    + f"; then start again with --overwrite.", info)
+
+
+def ended(e, work_dir, resume_command):
+    """``e`` (a :class:`RunEnded`) with what to do next: for a write error, the newest checkpoint
+    (intact) and the resume command; for a signal, the resume command."""
+    from fusedfocal.cli.errors import Interrupted, WriteFailed
+
+    if isinstance(e, WriteFailed):
+        latest = ckpt.Checkpoints(work_dir).latest()
+        e.message += (f". The newest checkpoint, {latest}, is intact" if latest else
+                      ". No checkpoint was written yet") + ". Free some space (or fix the permission), then "
+        if (Path(work_dir) / rundir.CONFIG_FILE).exists() or latest:
+            e.message += f"continue with: {resume_command}"
+        else:  # without config.json there is nothing to resume
+            e.message += "start the run again: the same command with --overwrite"
+    elif isinstance(e, Interrupted):
+        e.message += f". Continue with: {resume_command}"
+    return e
