@@ -62,6 +62,12 @@ def _check_vector(name, value, num_labels):
     return out
 
 
+def _constant(value):
+    def init(shape, dtype=None):
+        return tf.constant(value, dtype=tf.as_dtype(dtype or "float32"), shape=shape)
+    return init
+
+
 class FocalHeadMixin:
     """The body of ``FocalHead``; mixed in before a Keras ``Layer``."""
 
@@ -102,10 +108,10 @@ class FocalHeadMixin:
         self._vector_weights = {}
         for name, value in self._vectors.items():
             if isinstance(value, np.ndarray) or value == PER_CLASS:
-                w = self.add_weight(name=name, shape=(self.num_labels,), initializer="zeros", trainable=False)
-                if isinstance(value, np.ndarray):
-                    w.assign(value.astype(np.float32))
-                self._vector_weights[name] = w
+                # An initializer, not an assign: build may run inside a traced function.
+                init = _constant(value) if isinstance(value, np.ndarray) else "zeros"
+                self._vector_weights[name] = self.add_weight(name=name, shape=(self.num_labels,),
+                                                             initializer=init, trainable=False)
         self.built = True
 
     # -- the two uses -------------------------------------------------------------------------------

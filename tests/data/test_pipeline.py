@@ -280,6 +280,18 @@ def test_label_ids_first_batch_and_match_multi_hot(route):
     assert any(not r for r in rows)  # documents without labels give empty rows
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_padded_label_ids_static_width(cache):
+    with pytest.warns(UserWarning, match="not-a-label"):
+        ds = _pipe(label_format="padded_ids", cache=cache).dataset(TEXTS, ID_LABELS, training=False)
+    width = max(len(set(x) & set(LABEL_VOCAB.labels)) for x in ID_LABELS)
+    assert ds.element_spec[1].shape.as_list() == [None, width] and ds.element_spec[1].dtype == tf.int32
+    with pytest.warns(UserWarning, match="not-a-label"):
+        ragged = _pipe(label_format="ids", cache=cache).dataset(TEXTS, ID_LABELS, training=False)
+    for (_, padded), (_, ids) in zip(ds, ragged):
+        np.testing.assert_array_equal(padded.numpy(), ids.to_tensor(default_value=-1, shape=[None, width]).numpy())
+
+
 def test_label_ids_training_route_is_deterministic():
     def collect():
         ds = _pipe(label_format="ids", cache=False).dataset(TEXTS, LABELS, training=True)

@@ -6,7 +6,7 @@ import dataclasses
 
 __all__ = ["LABEL_FORMATS", "PipelineConfig"]
 
-LABEL_FORMATS = ("multi_hot", "ids")
+LABEL_FORMATS = ("multi_hot", "ids", "padded_ids")
 
 
 @dataclasses.dataclass
@@ -49,7 +49,9 @@ class PipelineConfig:
       label_format: ``"multi_hot"`` (default): labels are float32 ``[B, C]``;
         ``"ids"``: labels are the sorted, deduplicated class ids of each
         document as a ``tf.RaggedTensor`` int32 ``[B, None]``, never
-        ``[B, C]`` (for large label spaces and the fused head).
+        ``[B, C]`` (for large label spaces and the fused head);
+        ``"padded_ids"``: the same ids as int32 ``[B, L]`` padded with -1,
+        ``L`` the most labels of any document (a static shape for XLA).
       vocab_sample_size: Maximum number of training texts the WordPiece learner
         sees (a seeded random sample); the learner is pure Python and slow.
     """

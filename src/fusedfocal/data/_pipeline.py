@@ -15,7 +15,10 @@ deduplicated class ids of each document, a ``tf.RaggedTensor`` int32
 ``[B, None]`` (no ``[B, C]`` tensor anywhere in the pipeline; for large label
 spaces and :class:`fusedfocal.keras.FocalHead`). The cached route carries ids
 padded with -1 to the most labels of any document, and makes them ragged
-again after batching.
+again after batching. ``label_format="padded_ids"`` keeps that padding: int32
+``[B, L]`` with -1 after each row's ids, ``L`` the most labels of any document
+of the dataset, a static shape for ``jit_compile`` (ragged ids change shape
+with every batch, so XLA compiles again for each new total).
 
 ``T`` is the longest document of the batch (at most ``max_length``), or
 exactly ``max_length`` with ``fixed_shape=True``. Padding id is 0 (``[PAD]``);
@@ -191,6 +194,8 @@ class TextPipeline:
         """The labels in ``config.label_format``: multi-hot ``[B, C]`` or ragged ids ``[B, None]``."""
         if self.config.label_format == "ids":
             return self._encode_label_ids(labels)
+        if self.config.label_format == "padded_ids":  # a static width: no XLA recompilation per batch
+            return self._encode_label_ids(labels).to_tensor(default_value=-1, shape=[None, self._max_labels])
         return self._encode_labels(labels)
 
     def _pack(self, ids: tf.RaggedTensor) -> tf.Tensor:
