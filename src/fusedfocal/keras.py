@@ -23,6 +23,7 @@ import keras
 import keras.src.losses.loss  # noqa: F401 - scale_loss_for_distribution, for the fused path
 import tensorflow as tf
 
+from fusedfocal import _head_common
 from fusedfocal import _keras_common as common
 from fusedfocal import _registry
 
@@ -75,4 +76,17 @@ NAMES = _registry.NAMES
 
 get = _registry.getter(_CLASSES, "A Keras 3")  # a loss instance from a short name
 
-__all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES]
+
+
+def _head_total_loss(model, head_loss, y_pred):
+    """The head's loss plus the model's own, each aggregated (cast, scaled for
+    ``tf.distribute``) as Keras 3 aggregates an ``add_loss`` loss."""
+    return tf.add_n([model._aggregate_additional_loss(x) for x in [head_loss, *model.losses]])
+
+
+# FocalHead, FocalHeadModel: the fused classifier head (issue 19), twins of fusedfocal.legacy's.
+_HEADS = _head_common.define_head_classes(keras.layers.Layer, keras.Model, keras, _head_total_loss, register,
+                                          __name__, "Keras 3")
+globals().update(_HEADS)
+
+__all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES, *_HEADS]
