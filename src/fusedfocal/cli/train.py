@@ -350,7 +350,8 @@ def cmd_train(args):
     else:
         build_loss(args.loss, params, prep.fit_counts, prep.fit_docs)
     title = (f"Training {args.model} with loss {loss_label(args.loss, params)} on {prep.description}: "
-             f"{prep.fit_docs} documents ({len(prep.val[0])} held out for thresholds), "
+             f"{prep.fit_docs} documents ({len(prep.val[0])} held out for "
+             + ("epoch selection" if prep.head == "fused" else "thresholds") + "), "
              f"{prep.pipeline.num_labels} labels ({prep.head} head), {args.epochs} epoch(s)"
              + (" [resumed]" if args.resume else ""))
     t0 = time.time()
