@@ -190,3 +190,24 @@ def test_head_kwargs_match_the_dense_losses():
     np.testing.assert_allclose(cb["class_weights"], losses.class_balanced_weights(np.maximum(counts, 1), 0.99))
     assert fused.head_kwargs("bce", {}, counts, n) == {"gamma": 0.0}
     assert fused.head_kwargs("focal", {"gamma": (1.5, "--gamma")}, counts, n) == {"gamma": 1.5, "alpha": None}
+
+
+def test_compare_resume_keeps_finished_fused_runs(xmc_data, tmp_path, monkeypatch):
+    """A fused comparison stopped inside its second loss resumes it and keeps the first (read back
+    from its metrics.json: a fused run has no [N, C] scores to recompute)."""
+    from fusedfocal.cli.rundir import InjectedFault
+
+    out = tmp_path / "cmp"
+    flags = [a for a in FAST]
+    flags[flags.index("--epochs") + 1] = "1"
+    argv = ["compare", "--losses", "bce,la", "--head", "fused", "--data", xmc_data["train"], "--out", out, *flags]
+    monkeypatch.setenv("FUSEDFOCAL_FAULT", "checkpoint-1#2")
+    monkeypatch.setenv("FUSEDFOCAL_FAULT_ACTION", "raise")
+    with pytest.raises(InjectedFault):
+        cli(*argv)
+    monkeypatch.delenv("FUSEDFOCAL_FAULT")
+    first = (out / "runs" / "bce" / "metrics.json").read_text()
+    assert cli("compare", "--out", out, "--resume") == 0
+    assert (out / "runs" / "bce" / "metrics.json").read_text() == first  # kept, not trained again
+    payload = json.loads((out / "comparison.json").read_text())
+    assert [r["loss"] for r in payload["results"]] == ["bce", "la"] and payload["eval_split"] == "validation"
