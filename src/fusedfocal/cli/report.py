@@ -83,15 +83,15 @@ def render_table(results, mode, *, markdown=False, columns=None):
     Over several seeds (results of :func:`aggregate`) a cell is ``mean±sd`` and every row whose mean
     is within one standard deviation of the best mean (the larger of the two rows' sds) is marked:
     a tie, not a win. The last column is the chosen epoch (per seed)."""
-    COLUMNS = columns or globals()["COLUMNS"]  # noqa: N806
-    rows = comparison_rows(results, mode, COLUMNS)
-    sds = [[get(_block(r["metrics_sd"], mode)) if r.get("metrics_sd") else None for _, _, get in COLUMNS]
+    cols = columns or COLUMNS
+    rows = comparison_rows(results, mode, cols)
+    sds = [[get(_block(r["metrics_sd"], mode)) if r.get("metrics_sd") else None for _, _, get in cols]
            for r in results]
     best = []
-    for c in range(1, len(COLUMNS) + 1):
+    for c in range(1, len(cols) + 1):
         vals = [(r[c], i) for i, r in enumerate(rows) if r[c] is not None]
         best.append(max(vals) if vals else None)
-    head = ["loss"] + [h for h, _, _ in COLUMNS] + ["epoch"]
+    head = ["loss"] + [h for h, _, _ in cols] + ["epoch"]
     body = []
     for i, r in enumerate(rows):
         cells = [r[0]]
@@ -107,7 +107,7 @@ def render_table(results, mode, *, markdown=False, columns=None):
         cells.append(chosen_epochs(results[i]))
         body.append(cells)
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(COLUMNS) + 1)]
+        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(cols) + 1)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
