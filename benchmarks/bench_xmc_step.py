@@ -34,7 +34,7 @@ import _xmc_step as xs  # noqa: E402
 PROVIDERS = ("fused", "fusedfocal", "keras3")
 SMOKE = [dict(C=512, H=32, B=16)]
 FULL = [dict(C=c, H=h, B=b) for c in (4096, 131072) for h in (256, 768) for b in (256, 1024)]
-ROUNDS = 7
+ROUNDS = 5
 
 
 def _configs(full):

@@ -331,3 +331,17 @@ def test_no_gradient_matmuls_without_a_tape():
         return tf.gradients(fusedfocal.linear_focal_loss(x, w, b, y, chunk_size=16), x)[0]
 
     np.testing.assert_allclose(grads(x), want[1], rtol=1e-5, atol=1e-5 * np.abs(want[1]).max())
+
+
+@pytest.mark.parametrize("mode_", ["function", "xla"])
+def test_tensor_hyperparameters(mode_):
+    """alpha as a scalar or [C] tensor, class weights and offsets as tensors
+    (what a Keras layer passes from its non-trainable weights)."""
+    x, w, b = _inputs(seed=12)
+    for alpha in (tf.constant(0.3), tf.constant(ALPHA_VEC, tf.float32)):
+        kw = dict(alpha=alpha, class_weights=tf.constant(WEIGHTS, tf.float32),
+                  logit_offsets=tf.Variable(OFFSETS, dtype=tf.float32))
+        out = compile_for(mode_, _loss_and_grads(chunk_size=16, kernel_layout="hc", **kw))(x, w, b, labels_as("padded"))
+        ref_kw = dict(alpha=tf.cast(alpha, tf.float64).numpy(), class_weights=WEIGHTS.astype(np.float32),
+                      logit_offsets=OFFSETS.astype(np.float32))
+        _check(out, ref.linear_focal(*_np64(x, w, b), Y, **ref_kw), 1e-5)

@@ -88,8 +88,16 @@ def _check_chunk_size(chunk_size):
     return int(chunk_size)
 
 
+def _read(value):
+    """A (Keras or TF) variable as a tensor: read once, outside the custom gradient."""
+    if isinstance(value, tf.Variable) or hasattr(value, "__tf_tensor__"):
+        return tf.convert_to_tensor(value)
+    return value
+
+
 def _class_param(name, value, num_classes, *, lo, hi):
     """None, a float, or a [C] float vector (NumPy or tensor)."""
+    value = _read(value)
     value = v.check_class_vector(name, value, lo=lo, hi=hi)
     if isinstance(value, np.ndarray):
         if value.ndim != 1 or value.shape[0] != num_classes:
@@ -109,7 +117,8 @@ def _class_vector(name, value, num_classes):
     """``class_weights`` / ``logit_offsets``: None or a [C] vector only."""
     if value is None:
         return None
-    if isinstance(value, (tf.Tensor, tf.Variable)):
+    value = _read(value)
+    if isinstance(value, tf.Tensor):
         shape = tf.TensorShape(value.shape)
         if shape.rank != 1 or not shape.is_compatible_with([num_classes]):
             raise v.invalid(name, f"None or a vector of length {num_classes} (the number of labels)",
@@ -249,7 +258,7 @@ class _Elementwise:
 
     def __call__(self, logits, y, start, size):
         alpha_c = self.alpha
-        if isinstance(alpha_c, tf.Tensor):
+        if isinstance(alpha_c, tf.Tensor) and alpha_c.shape.rank == 1:
             alpha_c = _slice(alpha_c, [start], [size])
         w_c = None if self.weights is None else _slice(self.weights, [start], [size])
         if self.native:
@@ -385,14 +394,23 @@ def _loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, ups
     factor = scale if upstream is None else scale * tf.cast(upstream, head.cdtype)
     rows_first = not (xla and _dynamic_update_slice() is not None)  # as _Collector stores them
 
-    def one(start, size):
+    def one(start, size, rows=rows_first):
         z, k = head.logits(start, size)
         y = labels.chunk(start, size, batch)
         loss, dz = elem(z, y, start, size)
         if not want_grads:
             return loss, None
         dz = dz * factor
-        return loss, head.grads(dz, k, rows_first=rows_first)
+        return loss, head.grads(dz, k, rows_first=rows)
+
+    if n_full == 1 and not tail:  # one chunk: no loop, no gradient buffer to fill
+        loss, grads = one(0, chunk, rows=False)
+        if grads is None:
+            return loss, None
+        dx, dk, db = grads
+        dk = tf.cast(dk, head.kernel.dtype) if dk.dtype != head.kernel.dtype else dk
+        bias_dtype = head.bias.dtype if head.bias is not None else head.cdtype
+        return loss, (dx, dk, tf.cast(db, bias_dtype))
 
     loss0 = tf.zeros([], tf.float64)
     if not want_grads:
