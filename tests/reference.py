@@ -195,3 +195,42 @@ def categorical_focal(x, y, gamma=2.0, alpha=None):
     y = np.asarray(y, np.float64)
     mod = (1.0 - p) ** gamma if gamma else 1.0
     return -np.sum(a * y * mod * logp, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# The fused linear head (fusedfocal.linear_focal_loss): dense float64 logits
+# through the element-wise reference above, then the chain rule by matmul.
+
+
+def multi_hot(ids, num_classes):
+    """Dense float64 ``[B, C]`` from lists of ids (duplicates count once,
+    ids < 0 are padding)."""
+    y = np.zeros((len(ids), num_classes))
+    for r, row in enumerate(ids):
+        for i in row:
+            if i >= 0:
+                y[r, i] = 1.0
+    return y
+
+
+def linear_focal(x, kernel, bias, y, *, gamma=2.0, alpha=None, class_weights=None, logit_offsets=None,
+                 reduction="mean", kernel_layout="hc"):
+    """Loss and gradients ``(loss, d features, d kernel, d bias)`` in float64
+    of ``sum/mean(w_c * FL(x @ W + b + o, y))``; the kernel gradient is in the
+    kernel's layout."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(kernel, np.float64)
+    w_hc = w if kernel_layout == "hc" else w.T
+    z = x @ w_hc
+    if bias is not None:
+        z = z + np.asarray(bias, np.float64)
+    if logit_offsets is not None:
+        z = z + np.asarray(logit_offsets, np.float64)
+    cw = np.ones(z.shape[-1]) if class_weights is None else np.asarray(class_weights, np.float64)
+    per = sigmoid_focal(z, y, gamma=gamma, alpha=alpha) * cw
+    dz = sigmoid_focal_grad(z, y, gamma=gamma, alpha=alpha) * cw
+    scale = 1.0 / z.size if reduction == "mean" else 1.0
+    loss = per.sum() * scale
+    dz = dz * scale
+    gk = x.T @ dz
+    return loss, dz @ w_hc.T, (gk if kernel_layout == "hc" else gk.T), dz.sum(0)

@@ -7,9 +7,9 @@ their tf_keras twins in :mod:`fusedfocal.legacy`.
 
 from fusedfocal._version import __version__
 from fusedfocal.keras import SigmoidFocalLoss
-from fusedfocal.ops import sigmoid_focal_loss
+from fusedfocal.ops import linear_focal_loss, linear_top_k, sigmoid_focal_loss
 
-__all__ = ["__version__", "sigmoid_focal_loss", "SigmoidFocalLoss"]
+__all__ = ["__version__", "sigmoid_focal_loss", "SigmoidFocalLoss", "linear_focal_loss", "linear_top_k"]
 
 # The imbalance loss family (functions in fusedfocal.losses, Keras 3 classes).
 from fusedfocal import losses  # noqa: E402
