@@ -250,8 +250,17 @@ _MIRRORED_SCRIPT = textwrap.dedent(
         model.predict(x[:2], verbose=0)  # builds the weights
         return model
 
-    single = build()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if sys.argv[2] == "xla":  # does XLA run under this strategy at all (logical CPUs share one XLA device)?
+        with strategy.scope():
+            plain = k.Sequential([k.Input((8,)), k.layers.Dense(4)])
+            plain.compile("sgd", loss="mse", jit_compile=True)
+        try:
+            plain.fit(x, np.zeros((64, 4), "float32"), batch_size=32, verbose=0)
+        except Exception as e:
+            print("UNSUPPORTED" + str(e).splitlines()[-3][:300])
+            sys.exit(0)
+    single = build()
     with strategy.scope():
         mirrored = build()
     assert strategy.num_replicas_in_sync == 2
@@ -274,10 +283,15 @@ def test_mirrored_strategy_matches_single_device(name, mode, tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(_MIRRORED_SCRIPT)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(fusedfocal.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(fusedfocal.__file__).parents[1]), str(Path(__file__).parent),
+                                         env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, str(script), name, mode], capture_output=True, text=True,
                           timeout=300, env=env, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    unsupported = [l for l in proc.stdout.splitlines() if l.startswith("UNSUPPORTED")]
+    if unsupported:
+        pytest.skip("a plain Dense model fails the same way: XLA with MirroredStrategy over logical CPU "
+                    f"devices ({unsupported[0][len('UNSUPPORTED'):]})")
     out = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     np.testing.assert_allclose(out["eval"][1], out["eval"][0], rtol=1e-5)
     np.testing.assert_allclose(out["fit"][1], out["fit"][0], rtol=1e-4)

@@ -85,7 +85,29 @@ def _head_total_loss(model, head_loss, y_pred):
 
 
 # FocalHead, FocalHeadModel: the fused classifier head (issue 19), twins of fusedfocal.legacy's.
-_HEADS = _head_common.define_head_classes(keras.layers.Layer, keras.Model, keras, _head_total_loss, register,
+class _HeadModelBase(keras.Model):
+    """``keras.Model`` with one fix for ragged labels under ``tf.distribute``.
+
+    Under a strategy, Keras 3 (3.15) builds the model from one batch averaged
+    over the replicas (``_maybe_symbolic_build``: ``strategy.reduce("MEAN",
+    batch)``), which fails on per-replica ``tf.RaggedTensor`` labels
+    (``'RaggedTensor' object has no attribute 'device'``). The build needs
+    only the inputs, so only ``x`` is averaged here.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, it in iterator:
+                x, _, _ = keras.utils.unpack_x_y_sample_weight(next(it))
+                if all(isinstance(v, tf.distribute.DistributedValues) for v in tf.nest.flatten(x)):
+                    x = self.distribute_strategy.reduce("MEAN", x, axis=None)
+                data_batch = (x,)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+_HEADS = _head_common.define_head_classes(keras.layers.Layer, _HeadModelBase, keras, _head_total_loss, register,
                                           __name__, "Keras 3")
 globals().update(_HEADS)
 
