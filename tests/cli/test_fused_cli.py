@@ -227,3 +227,18 @@ def test_compare_resume_keeps_finished_fused_runs(xmc_data, tmp_path, monkeypatc
     assert (out / "runs" / "bce" / "metrics.json").read_text() == first  # kept, not trained again
     payload = json.loads((out / "comparison.json").read_text())
     assert [r["loss"] for r in payload["results"]] == ["bce", "la"] and payload["eval_split"] == "validation"
+
+
+@pytest.mark.parametrize("model", ["cnn", "transformer", "ngram"])
+def test_build_fused_model_bias_at_priors_and_no_dense_logits(xmc_data, model):
+    import keras
+
+    from fusedfocal.cli import fused, models
+    from fusedfocal.cli.prepare import prepare
+
+    args = _args("--data", xmc_data["train"], "--head", "fused", *FAST, "--model", model, "--ngram-hidden", "32")
+    prep = prepare(args)
+    m = fused.build_model(args, prep, "la", {}, keras.optimizers.Adam(), False)
+    np.testing.assert_allclose(m.head.bias.numpy(), models.prior_logits(prep.fit_counts / prep.fit_docs), rtol=1e-6)
+    assert all(prep.pipeline.num_labels not in tuple(v.shape) for v in m.encoder.weights)
+    assert m.head.get_config()["logit_offsets"] == "per_class"  # la: offsets in the weights, not the config
