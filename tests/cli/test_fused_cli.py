@@ -239,6 +239,11 @@ def test_build_fused_model_bias_at_priors_and_no_dense_logits(xmc_data, model):
     args = _args("--data", xmc_data["train"], "--head", "fused", *FAST, "--model", model, "--ngram-hidden", "32")
     prep = prepare(args)
     m = fused.build_model(args, prep, "la", {}, keras.optimizers.Adam(), False)
-    np.testing.assert_allclose(m.head.bias.numpy(), models.prior_logits(prep.fit_counts / prep.fit_docs), rtol=1e-6)
+    kw = fused.head_kwargs("la", {}, prep.fit_counts, prep.fit_docs)
+    # the logit the loss sees (bias + la's offsets) starts at the prior log-odds
+    np.testing.assert_allclose(m.head.bias.numpy() + kw["logit_offsets"],
+                               models.prior_logits(prep.fit_counts / prep.fit_docs), rtol=1e-5, atol=1e-5)
+    # a document's loss is its sum over labels: the head's mean over B x C with every weight C
+    np.testing.assert_allclose(m.head._vector_weights["class_weights"].numpy(), prep.pipeline.num_labels)
     assert all(prep.pipeline.num_labels not in tuple(v.shape) for v in m.encoder.weights)
     assert m.head.get_config()["logit_offsets"] == "per_class"  # la: offsets in the weights, not the config
