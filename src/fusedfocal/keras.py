@@ -23,6 +23,7 @@ import keras
 import keras.src.losses.loss  # noqa: F401 - scale_loss_for_distribution, for the fused path
 import tensorflow as tf
 
+from fusedfocal import _head_common
 from fusedfocal import _keras_common as common
 from fusedfocal import _registry
 
@@ -75,4 +76,39 @@ NAMES = _registry.NAMES
 
 get = _registry.getter(_CLASSES, "A Keras 3")  # a loss instance from a short name
 
-__all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES]
+
+
+def _head_total_loss(model, head_loss, y_pred):
+    """The head's loss plus the model's own, each aggregated (cast, scaled for
+    ``tf.distribute``) as Keras 3 aggregates an ``add_loss`` loss."""
+    return tf.add_n([model._aggregate_additional_loss(x) for x in [head_loss, *model.losses]])
+
+
+# FocalHead, FocalHeadModel: the fused classifier head (issue 19), twins of fusedfocal.legacy's.
+class _HeadModelBase(keras.Model):
+    """``keras.Model`` with one fix for ragged labels under ``tf.distribute``.
+
+    Under a strategy, Keras 3 (3.15) builds the model from one batch averaged
+    over the replicas (``_maybe_symbolic_build``: ``strategy.reduce("MEAN",
+    batch)``), which fails on per-replica ``tf.RaggedTensor`` labels
+    (``'RaggedTensor' object has no attribute 'device'``). The build needs
+    only the inputs, so only ``x`` is averaged here.
+    """
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, _, it in iterator:
+                x, _, _ = keras.utils.unpack_x_y_sample_weight(next(it))
+                if all(isinstance(v, tf.distribute.DistributedValues) for v in tf.nest.flatten(x)):
+                    x = self.distribute_strategy.reduce("MEAN", x, axis=None)
+                data_batch = (x,)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+_HEADS = _head_common.define_head_classes(keras.layers.Layer, _HeadModelBase, keras, _head_total_loss, register,
+                                          __name__, "Keras 3")
+globals().update(_HEADS)
+
+__all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES, *_HEADS]

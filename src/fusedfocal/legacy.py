@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tf_keras
 
+from fusedfocal import _head_common
 from fusedfocal import _keras_common as common
 from fusedfocal import _registry
 
@@ -56,4 +57,17 @@ NAMES = _registry.NAMES
 
 get = _registry.getter(_CLASSES, "A tf_keras")  # a loss instance from a short name
 
-__all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES]
+
+
+def _head_total_loss(model, head_loss, y_pred):
+    """The head's loss through tf_keras' loss container, as an ``add_loss`` loss:
+    scaled for ``tf.distribute`` there, and tracked as the ``loss`` metric."""
+    return model.compiled_loss(None, y_pred, None, regularization_losses=[head_loss, *model.losses])
+
+
+# FocalHead, FocalHeadModel: the fused classifier head (issue 19), twins of fusedfocal.keras's.
+_HEADS = _head_common.define_head_classes(tf_keras.layers.Layer, tf_keras.Model, tf_keras, _head_total_loss,
+                                          register, __name__, "tf_keras")
+globals().update(_HEADS)
+
+__all__ = ["LogitsLoss", "NAMES", "get", "register", *_CLASSES, *_HEADS]

@@ -244,3 +244,63 @@ def test_keras_fit_one_epoch():
     ds = pipe.dataset(TEXTS, LABELS, training=True).map(lambda x, y: (x["token_ids"], y))
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+# -- label_format="ids": ragged label ids instead of multi-hot (issue 19) -------------------------
+
+# Duplicates and an unknown name, to check that ids are deduplicated and unknown names dropped.
+ID_LABELS = [list(x) for x in LABELS]
+ID_LABELS[0] = ID_LABELS[0] + ["cocoa", "cocoa", "not-a-label"]
+
+
+def _ids_and_multi_hot(**overrides):
+    with pytest.warns(UserWarning, match="not-a-label"):
+        ids = _pipe(label_format="ids", **overrides).dataset(TEXTS, ID_LABELS, training=False)
+    with pytest.warns(UserWarning, match="not-a-label"):
+        dense = _pipe(**overrides).dataset(TEXTS, ID_LABELS, training=False)
+    return ids, dense
+
+
+@pytest.mark.parametrize("route", [dict(cache=False), dict(cache=True), dict(bucket_boundaries=(6, 10))],
+                         ids=["uncached", "cached", "bucketed"])
+def test_label_ids_first_batch_and_match_multi_hot(route):
+    ids_ds, dense_ds = _ids_and_multi_hot(**route)
+    spec = ids_ds.element_spec[1]
+    assert isinstance(spec, tf.RaggedTensorSpec), spec
+    assert spec.dtype == tf.int32 and spec.shape.as_list() == [None, None] and spec.ragged_rank == 1
+    first = next(iter(ids_ds))[1]
+    assert isinstance(first, tf.RaggedTensor) and first.dtype == tf.int32 and int(first.nrows()) == 4
+    rows = [list(r) for x, y in ids_ds for r in y.to_list()]
+    multi_hot = np.concatenate([y.numpy() for _, y in dense_ds])
+    assert len(rows) == len(TEXTS)
+    for row, hot in zip(rows, multi_hot):
+        assert row == sorted(set(row)), row  # sorted and unique
+        np.testing.assert_array_equal(row, np.flatnonzero(hot))
+    assert rows[0].count(LABEL_VOCAB.index["cocoa"]) == 1
+    assert any(not r for r in rows)  # documents without labels give empty rows
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_padded_label_ids_static_width(cache):
+    with pytest.warns(UserWarning, match="not-a-label"):
+        ds = _pipe(label_format="padded_ids", cache=cache).dataset(TEXTS, ID_LABELS, training=False)
+    width = max(len(set(x) & set(LABEL_VOCAB.labels)) for x in ID_LABELS)
+    assert ds.element_spec[1].shape.as_list() == [None, width] and ds.element_spec[1].dtype == tf.int32
+    with pytest.warns(UserWarning, match="not-a-label"):
+        ragged = _pipe(label_format="ids", cache=cache).dataset(TEXTS, ID_LABELS, training=False)
+    for (_, padded), (_, ids) in zip(ds, ragged):
+        np.testing.assert_array_equal(padded.numpy(), ids.to_tensor(default_value=-1, shape=[None, width]).numpy())
+
+
+def test_label_ids_training_route_is_deterministic():
+    def collect():
+        ds = _pipe(label_format="ids", cache=False).dataset(TEXTS, LABELS, training=True)
+        return [(x["token_ids"].numpy().tolist(), y.to_list()) for x, y in ds]
+
+    assert collect() == collect()
+
+
+def test_label_format_default_and_invalid():
+    assert PipelineConfig().label_format == "multi_hot"
+    with pytest.raises(ValueError, match=r"`label_format`.*Received: label_format='sparse'"):
+        PipelineConfig(label_format="sparse")

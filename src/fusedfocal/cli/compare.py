@@ -70,10 +70,17 @@ def _pr_labels(result, groups, k=2):
 
 
 def cmd_compare(args):
-    specs = parse_loss_specs(args.losses)
+    from fusedfocal.cli import fused
+
+    head = getattr(args, "head", None)
+    specs = parse_loss_specs(args.losses or ([fused.DEFAULT_LOSSES] if head == "fused" else None))
     shared = parse_loss_params(args)  # {param: (value, flag)}: each reported under its own flag
     for name, _ in specs:
         check_loss_name(name, "--losses")
+        if head == "fused":  # before minutes of data preparation
+            fused.check_loss(name, "--losses")
+    if head in ("dense", "fused"):
+        fused.resolve_select(getattr(args, "select", None), head)
     make_strategy(args.strategy)
     out = Path(args.out)
     rundir.precheck(out, rundir.COMPARE_FILES, resume=args.resume, overwrite=args.overwrite,
@@ -84,13 +91,20 @@ def cmd_compare(args):
     for seed in seeds:  # each seed has its own validation split and vocabulary
         preps[seed] = prepare(_with_seed(args, seed))
     prep = preps[seeds[0]]
+    fused.resolve_select(getattr(args, "select", None), prep.head)
+    if prep.head == "fused" and not args.losses:  # --head auto chose it: its default losses
+        specs = parse_loss_specs([fused.DEFAULT_LOSSES])
     runs = []
     for name, params in specs:
         tagged = {**shared, **{k: (v, "--losses") for k, v in params.items()}}
-        build_loss(name, tagged, prep.fit_counts, prep.fit_docs, flag="--losses")  # validate all first
+        if prep.head == "fused":  # validate all first
+            fused.head_kwargs(name, tagged, prep.fit_counts, prep.fit_docs, flag="--losses")
+        else:
+            build_loss(name, tagged, prep.fit_counts, prep.fit_docs, flag="--losses")
         runs.append((name, tagged))
-    labels_text = (f"{prep.pipeline.num_labels} labels; {prep.fit_docs} training documents, "
-                   f"{len(prep.val[0])} held out for thresholds, {len(prep.test[0])} {prep.eval_split} documents")
+    labels_text = (f"{prep.pipeline.num_labels} labels ({prep.head} head); {prep.fit_docs} training documents, "
+                   f"{len(prep.val[0])} held out for "
+                   + ("epoch selection" if prep.head == "fused" else "thresholds") + f", {len(prep.test[0])} {prep.eval_split} documents")
     with rundir.RunLock(out):
         rundir.guard(out, rundir.COMPARE_FILES, resume=args.resume, overwrite=args.overwrite,
                      finished=rundir.COMPARISON_JSON)
@@ -179,6 +193,8 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
             "diverged": list(diverged), "wall_seconds": round(wall, 1)})
         print("\n".join(md))
         return
+    if prep.head == "fused":
+        return write_fused_comparison(args, prep, results, out, wall, labels_text, diverged, diverged_md)
     mode = args.threshold_mode
     groups, rule = ev.resolve_groups(args.groups, prep.pipeline.label_vocab.counts)
     index = ev.label_groups(prep.pipeline.label_vocab.counts, groups)  # label indices per group
@@ -186,7 +202,7 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
     group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
                   f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
     seeds = list(args.seeds or [args.seed])
-    select = getattr(args, "select", "macro_f1")
+    select = getattr(args, "select", None) or "macro_f1"
     seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if args.seeds else f"seed {args.seed}")
     title = (f"Loss comparison: {args.model} model, at most {args.epochs} epoch(s) (kept: the best by validation "
              f"{select}, patience {getattr(args, 'patience', 3)}), {seed_text}, trained on {prep.description}")
@@ -272,3 +288,59 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
         print()
     print(f"Wrote {out}/comparison.md, comparison.json, {recall_png.name}, {pr_png.name} and one run folder "
           f"per loss under {out}/runs/ in {wall:.0f}s.")
+
+
+def write_fused_comparison(args, prep, results, out, wall, labels_text, diverged, diverged_md):
+    """``comparison.md`` and ``comparison.json`` of a fused-head comparison: P@k, nDCG@k, PSP@k and
+    recall@5 by label group from each model's top 5 (no thresholds, so no F1 and no PR curves)."""
+    from fusedfocal.cli import fused
+
+    groups, rule = ev.resolve_groups(args.groups, prep.pipeline.label_vocab.counts)
+    counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}
+    group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
+                  f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
+    seeds = list(args.seeds or [args.seed])
+    select = fused.resolve_select(getattr(args, "select", None), "fused")
+    seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if args.seeds else f"seed {args.seed}")
+    title = (f"Loss comparison: {args.model} model with the fused head, at most {args.epochs} epoch(s) (kept: the "
+             f"best by validation {select}, patience {getattr(args, 'patience', 3)}), {seed_text}, trained on "
+             f"{prep.description}")
+    eval_text = (f"Metrics in % on the {prep.eval_split} split from each model's top 5 (PSP: propensities of the "
+                 "training label counts)" + (" (no --eval given: the validation split is also the evaluation "
+                                              "split)" if prep.eval_split == "validation" else ""))
+    cols = report.XMC_COLUMNS
+    table = report.render_table(results, None, columns=cols)
+    md_table = report.render_table(results, None, markdown=True, columns=cols)
+    legend = report.column_legend(cols)
+    timing = [f"- {r['name']}: {r['train_seconds']:.0f}s training, kept epoch {report.chosen_epochs(r)}, "
+              f"validation P@1 by epoch {report.curve(r, 'val_p@1')}" for r in results]
+    md = [f"# {title}", "", f"{labels_text}. {eval_text}. Best value per column in bold. Label groups by "
+          f"training documents: {group_text}.", "", md_table, "", "Columns:", "", "```", legend, "```", "",
+          *timing, "", f"Wall time: {wall:.0f}s. Runs (model.keras, metrics.json, logs/): "
+          + ", ".join(f"`{r['run_dir']}`" for r in results), ""] + list(diverged_md)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_text(out / rundir.COMPARISON_MD, "\n".join(md))
+    report.write_json(out / rundir.COMPARISON_JSON, {
+        "title": title, "head": "fused", "data": prep.description, "eval_split": prep.eval_split,
+        "groups": {"boundaries": list(groups), "rule": rule, **counts}, "seeds": seeds,
+        "wall_seconds": round(wall, 1),
+        "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
+        "diverged": list(diverged)})
+    print()
+    print(title)
+    print(f"{labels_text}.")
+    print(f"{eval_text}; '*' marks the best value per column.")
+    print(f"Label groups by training documents: {group_text}.")
+    print()
+    print(table)
+    print()
+    print("Columns:")
+    print(legend)
+    print()
+    print("\n".join(timing))
+    print()
+    if diverged:
+        print("Diverged (not in the table):")
+        print("\n".join(_diverged_lines(diverged)))
+        print()
+    print(f"Wrote {out}/comparison.md, comparison.json and one run folder per loss under {out}/runs/ in {wall:.0f}s.")

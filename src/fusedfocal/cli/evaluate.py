@@ -25,6 +25,8 @@ def cmd_evaluate(args):
             setattr(args, key, stored.get(key))
     texts, label_lists = read_labelled(args.data, args, "--data")
     labels = pipe.label_vocab
+    if thresholds is None:  # a fused-head run: top-k metrics, never [N, C]
+        return _evaluate_fused(args, model, pipe, stored, texts, label_lists)
     y, unknown = labels.encode(label_lists)
     known = sum(1 for ls in label_lists for n in ls if n in labels)
     if unknown and known == 0:
@@ -49,6 +51,38 @@ def cmd_evaluate(args):
                 f"{len(labels)} labels) with the run's stored thresholds.")
     if not unknown:
         lines.append("Every eval label is in the run's label vocabulary.")
+    for line in lines:
+        print(line)
+    print(f"Wrote {out}")
+
+
+def _evaluate_fused(args, model, pipe, stored, texts, label_lists):
+    """``evaluate`` of a fused-head run: P@k, nDCG@k, PSP@k and recall@5 by label group from the
+    head's top 5, with the propensities and label groups of the run's training counts."""
+    from fusedfocal.cli import fused, report
+    from fusedfocal.cli import metrics as ev
+
+    labels = pipe.label_vocab
+    true_ids, unknown = fused.label_ids(labels, label_lists)
+    if unknown and not any(len(t) for t in true_ids):
+        raise CLIError("--data", (
+            f"the label vocabulary of this data does not match the run's: expected labels such as "
+            f"{labels.labels[:5]} ({len(labels)} in {Path(args.run_dir) / rundir.LABEL_VOCAB_FILE}); received "
+            f"{len(unknown)} label name(s), none of them known, e.g. {sorted(unknown)[:5]}"))
+    groups, rule = ev.resolve_groups(args.groups or stored.get("groups"), labels.counts)
+    top_ids, _ = fused.predict_top_k(model, pipe, texts)
+    metrics = fused.top_k_metrics(top_ids, true_ids, train_counts=labels.counts, train_docs=labels.num_docs,
+                                  boundaries=groups)
+    result = {"run": str(args.run_dir), "head": "fused", "data": [str(p) for p in args.data],
+              "eval_split": "given data", "documents": {"eval": len(texts), "validation": "-"}, "labels": len(labels),
+              "groups": {"boundaries": list(groups), "rule": rule},
+              "unknown_eval_labels": dict(unknown), "unknown_eval_label_occurrences": int(sum(unknown.values())),
+              "metrics": metrics}
+    out = Path(args.output) if args.output else Path(args.run_dir) / rundir.EVALUATION_FILE
+    report.write_json(out, result)
+    lines = report.xmc_summary_lines(result)
+    lines[0] = (f"Evaluated {args.run_dir} on {' '.join(map(str, args.data))} ({len(texts)} documents, "
+                f"{len(labels)} labels) from the fused head's top 5 (no thresholds).")
     for line in lines:
         print(line)
     print(f"Wrote {out}")
@@ -98,8 +132,11 @@ def cmd_predict(args):
         texts += _read_texts(args.file, args.text_field or cfg["args"].get("text_field") or "text")
     if not texts:
         raise CLIError("TEXT", "expected at least one text (as arguments or with --file); received none")
-    scores = predict_scores(model, pipe, texts)
     names = pipe.label_vocab.labels
+    if thresholds is None:  # a fused-head run: its top-k, never a threshold
+        _predict_fused(args, model, pipe, texts, names)
+        return
+    scores = predict_scores(model, pipe, texts)
     th = np.full(len(names), args.threshold) if args.threshold is not None else np.asarray(thresholds["per_class_vector"])
     for text, row in zip(texts, scores):
         if args.top_k:
@@ -113,4 +150,24 @@ def cmd_predict(args):
             short = text if len(text) <= 70 else text[:67] + "..."
             print(f"{short!r}")
             print("   " + (", ".join(f"{n} {s:.3f}" for n, s in picked) if picked else "(no label above its threshold)"))
+    sys.stdout.flush()
+
+
+def _predict_fused(args, model, pipe, texts, names):
+    from fusedfocal.cli import fused
+    from fusedfocal.cli.errors import log
+
+    k = min(args.top_k or fused.K, len(names))
+    if args.threshold is not None:
+        log(f"note: --threshold {args.threshold} is ignored: {args.run_dir} has the fused head, which ranks the "
+            f"labels without thresholds; printing the top {k} (--top-k K for more or fewer).")
+    ids, scores = fused.predict_top_k(model, pipe, texts, k)
+    for text, row_ids, row_scores in zip(texts, ids, scores):
+        picked = [(names[j], float(s)) for j, s in zip(row_ids, row_scores) if j >= 0]
+        if args.json:
+            print(json.dumps({"text": text, "labels": [{"label": n, "score": round(s, 4)} for n, s in picked]}))
+        else:
+            short = text if len(text) <= 70 else text[:67] + "..."
+            print(f"{short!r}")
+            print("   " + ", ".join(f"{n} {s:.3f}" for n, s in picked))
     sys.stdout.flush()

@@ -71,7 +71,7 @@ class MaskedMeanPool(keras.layers.Layer):
 
 def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_bias=True,
                 embed_dim=None, filters=96, widths=(1, 2, 3), layers=1, heads=4, dropout=0.2, seed=0,
-                fit_ids=None, ngram_hidden=0, ngram_bigrams=50000, ngram_weighting="tfidf"):
+                fit_ids=None, ngram_hidden=0, ngram_bigrams=50000, ngram_weighting="tfidf", features_only=False):
     """Builds an uncompiled model.
 
     Args:
@@ -92,6 +92,9 @@ def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_
       ngram_hidden: ngram: hidden units (0: a linear model).
       ngram_bigrams: ngram: largest bigram vocabulary (0: unigrams only).
       ngram_weighting: ngram: ``"tfidf"`` or ``"logcount"``.
+      features_only: Return the encoder alone, features ``[B, H]`` after the dropout, without the
+        logits layer (no ``[H, C]`` kernel is created): the fused head's encoder
+        (:mod:`fusedfocal.cli.fused`). ngram needs ``ngram_hidden > 0`` then.
     """
     if name not in MODELS:
         raise ValueError(f"Invalid value for argument `model`. Expected one of {list(MODELS)}. Received: {name!r}")
@@ -104,7 +107,8 @@ def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_
         return ngram.build_ngram_model(vocab_size=vocab_size, num_labels=num_labels, fit_ids=fit_ids,
                                        priors=priors, prior_bias=prior_bias, hidden=ngram_hidden,
                                        weighting=ngram_weighting, max_bigrams=ngram_bigrams,
-                                       dropout=dropout if ngram_hidden else 0.0, seed=seed)
+                                       dropout=dropout if ngram_hidden else 0.0, seed=seed,
+                                       features_only=features_only)
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     if name == "cnn":
         dim = embed_dim or 96
@@ -135,6 +139,8 @@ def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_
         h = MaskedMeanPool(name="mean")(x, ids)
     if dropout:
         h = keras.layers.Dropout(dropout, seed=seed, name="dropout")(h)
+    if features_only:
+        return keras.Model({"token_ids": ids}, h, name=f"fusedfocal_{name}_encoder")
     dense = keras.layers.Dense(num_labels, dtype="float32", name="logits")
     logits = dense(h)
     model = keras.Model({"token_ids": ids}, logits, name=f"fusedfocal_{name}")

@@ -189,8 +189,12 @@ class NgramBag(keras.layers.Layer):
 
 
 def build_ngram_model(*, vocab_size, num_labels, fit_ids, priors=None, prior_bias=True, hidden=0,
-                      weighting="tfidf", max_bigrams=50000, min_df=2, dropout=0.0, seed=0):
-    """The ``ngram`` model over ``{"token_ids": int32 [B, T]}``; statistics from ``fit_ids [N, T]``."""
+                      weighting="tfidf", max_bigrams=50000, min_df=2, dropout=0.0, seed=0,
+                      features_only=False):
+    """The ``ngram`` model over ``{"token_ids": int32 [B, T]}``; statistics from ``fit_ids [N, T]``.
+    ``features_only``: the hidden layer's output (after dropout), no logits (needs ``hidden > 0``)."""
+    if features_only and not hidden:
+        raise ValueError("Invalid value for argument `hidden`. Expected > 0 with features_only=True. Received: 0")
     from fusedfocal.cli.priors import prior_initializer
 
     keys, idf = ngram_statistics(fit_ids, vocab_size, max_bigrams=max_bigrams, min_df=min_df)
@@ -205,6 +209,9 @@ def build_ngram_model(*, vocab_size, num_labels, fit_ids, priors=None, prior_bia
         h = keras.layers.Activation("relu", name="relu")(bag(ids))
         if dropout:
             h = keras.layers.Dropout(dropout, seed=seed, name="dropout")(h)
+        if features_only:
+            bag.set_statistics(keys, idf)
+            return keras.Model({"token_ids": ids}, h, name="fusedfocal_ngram_encoder")
         logits = keras.layers.Dense(num_labels, dtype="float32", bias_initializer=bias_init, name="logits")(h)
     else:
         bag = NgramBag(vocab_size, len(keys), num_labels, weighting, use_bias=True, bias_initializer=bias_init,

@@ -129,9 +129,17 @@ def _add_train_flags(p):
                    help="start the logits' bias at 0 instead of log(prior / (1 - prior))")
     m.add_argument("--epochs", type=_positive_int, default=5,
                    help="most training epochs (default 5); --select keeps the best epoch's weights")
-    m.add_argument("--select", default="macro_f1", choices=["macro_f1", "micro_f1", "val_loss", "last"],
+    m.add_argument("--head", default="auto", choices=["auto", "dense", "fused"],
+                   help="the classifier head: dense (a Dense logits layer and any loss; thresholds, F1) or fused "
+                        "(fusedfocal.keras.FocalHead: the loss fused with the classifier, never [batch, labels], "
+                        "top-k out, P@k / nDCG@k / PSP@k; losses bce, focal, la, cb); auto (default): fused "
+                        "above --fused-head-above labels")
+    m.add_argument("--fused-head-above", type=_positive_int, default=4096, metavar="LABELS",
+                   help="--head auto picks the fused head above this many labels (default 4096, about EUR-Lex)")
+    m.add_argument("--select", default=None, choices=["macro_f1", "micro_f1", "p@1", "ndcg@5", "val_loss", "last"],
                    help="the epoch whose weights are kept: best validation macro-F1 at the tuned global threshold "
-                        "(default), micro-F1, lowest validation loss, or the last epoch")
+                        "(the dense head's default), micro-F1, P@1 (the fused head's default), nDCG@5 (fused), "
+                        "lowest validation loss, or the last epoch")
     m.add_argument("--patience", type=_nonnegative_int, default=3,
                    help="stop after this many epochs without a better --select score (default 3; 0: never stop "
                         "early)")
@@ -235,8 +243,10 @@ def build_parser():
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", metavar="FILE", help="one text per line, or JSON Lines with a text field")
     p.add_argument("--text-field", default=None)
-    p.add_argument("--threshold", type=_probability, help="one threshold for every label instead of the stored ones")
-    p.add_argument("--top-k", type=_positive_int, help="print the K best labels whatever their score")
+    p.add_argument("--threshold", type=_probability, help="one threshold for every label instead of the stored ones "
+                                                          "(dense head only; a fused run prints its top-k)")
+    p.add_argument("--top-k", type=_positive_int, help="print the K best labels whatever their score (a fused run: "
+                                                       "default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     from fusedfocal.cli import profile_cmd
 

@@ -84,6 +84,7 @@ class Prepared:
     fit_counts: np.ndarray
     fit_docs: int
     description: str
+    head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.fused.resolve_head of --head)
 
 
 def prepare(args, run_dir=None):
@@ -111,13 +112,17 @@ def prepare(args, run_dir=None):
     else:
         test = val
         eval_split = "validation"
-    # Static shapes: every batch padded to max_length (XLA compiles one program per input shape, and
-    # replicas of a distributed run then see the same padding as a single-device run).
-    config = data.PipelineConfig(max_length=args.max_length, batch_size=args.batch_size,
-                                 vocab_size=args.vocab_size, seed=args.seed, deterministic=args.deterministic,
-                                 fixed_shape=True)
     # Label names from every training document (validation included), counts = training documents.
     label_vocab = data.LabelVocab.build(labels)
+    from fusedfocal.cli import fused
+
+    head = fused.resolve_head(getattr(args, "head", None), len(label_vocab), getattr(args, "fused_head_above", None))
+    # Static shapes: every batch padded to max_length (XLA compiles one program per input shape, and
+    # replicas of a distributed run then see the same padding as a single-device run). The fused
+    # head reads label ids padded with -1 (a static [B, L]), never multi-hot [B, C].
+    config = data.PipelineConfig(max_length=args.max_length, batch_size=args.batch_size,
+                                 vocab_size=args.vocab_size, seed=args.seed, deterministic=args.deterministic,
+                                 fixed_shape=True, label_format="padded_ids" if head == "fused" else "multi_hot")
     if run_dir is not None and (Path(run_dir) / rundir.LABEL_VOCAB_FILE).exists():
         pipeline = data.TextPipeline.from_directory(config, run_dir)
         if pipeline.label_vocab.labels != label_vocab.labels:
@@ -134,8 +139,10 @@ def prepare(args, run_dir=None):
         log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(fit[0])} documents "
             f"in {time.time() - t0:.1f}s")
         pipeline = data.TextPipeline(config, wordpiece, label_vocab)
-    fit_y, _ = pipeline.label_vocab.encode(fit[1])
-    fit_counts = fit_y.sum(0).astype(np.int64)
+    # Documents per label in the fit split, from label ids (a multi-hot [N, C] would not fit for XMC).
+    index = pipeline.label_vocab.index
+    fit_ids = [index[n] for names in fit[1] for n in set(names) if n in index]
+    fit_counts = np.bincount(np.asarray(fit_ids, np.int64), minlength=len(index)).astype(np.int64)
     if args.eval:
         _check_eval_labels(test[1], pipeline.label_vocab, args.eval)
     unseen = [name for name, n in zip(pipeline.label_vocab.labels, fit_counts) if n == 0]
@@ -145,7 +152,7 @@ def prepare(args, run_dir=None):
             f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
             "more data avoids this.")
     return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
-                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc)
+                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head)
 
 
 def _check_eval_labels(label_lists, label_vocab, paths):

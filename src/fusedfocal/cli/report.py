@@ -52,24 +52,46 @@ COLUMNS = [
 ]
 
 
-def comparison_rows(results, mode):
-    """Rows ``[name, values...]`` of the comparison table at threshold ``mode``."""
-    return [[r["name"]] + [get(r["metrics"][mode]) for _, _, get in COLUMNS] for r in results]
+# The fused head's table (cli/fused.py): top-k metrics, no thresholds; ``mode`` is None there.
+XMC_COLUMNS = [
+    *[(f"P@{k}", f"precision at {k}: the share of the top {k} labels that are true", (lambda k: lambda m: m[f"p@{k}"])(k))
+      for k in (1, 3, 5)],
+    *[(f"N@{k}", f"nDCG at {k}: the top {k} ranked, discounted by log2(rank + 1)", (lambda k: lambda m: m[f"ndcg@{k}"])(k))
+      for k in (1, 3, 5)],
+    *[(f"PSP@{k}", f"propensity-scored P@{k} (Jain et al. 2016, A=0.55, B=1.5): rare labels weigh more",
+       (lambda k: lambda m: m.get(f"psp@{k}"))(k)) for k in (1, 3, 5)],
+    ("R@5", "recall at 5: the share of (document, true label) pairs found in the top 5",
+     lambda m: _get(m, "recall@5", "all")),
+] + [(f"{g[0].upper()}-R@5", f"{g} labels: recall at 5", (lambda g: lambda m: _get(m, "recall@5", g))(g))
+     for g in GROUPS]
 
 
-def render_table(results, mode, *, markdown=False):
+def _block(metrics, mode):
+    return metrics if mode is None else metrics[mode]
+
+
+def comparison_rows(results, mode, columns=None):
+    """Rows ``[name, values...]`` of the comparison table at threshold ``mode`` (``None``: the fused
+    head's top-k metrics, with ``columns=XMC_COLUMNS``)."""
+    columns = columns or COLUMNS
+    return [[r["name"]] + [get(_block(r["metrics"], mode)) for _, _, get in columns] for r in results]
+
+
+def render_table(results, mode, *, markdown=False, columns=None):
     """The comparison table; the best value of each column marked (``*`` or bold).
 
     Over several seeds (results of :func:`aggregate`) a cell is ``mean±sd`` and every row whose mean
     is within one standard deviation of the best mean (the larger of the two rows' sds) is marked:
     a tie, not a win. The last column is the chosen epoch (per seed)."""
-    rows = comparison_rows(results, mode)
-    sds = [[get(r["metrics_sd"][mode]) if r.get("metrics_sd") else None for _, _, get in COLUMNS] for r in results]
+    cols = columns or COLUMNS
+    rows = comparison_rows(results, mode, cols)
+    sds = [[get(_block(r["metrics_sd"], mode)) if r.get("metrics_sd") else None for _, _, get in cols]
+           for r in results]
     best = []
-    for c in range(1, len(COLUMNS) + 1):
+    for c in range(1, len(cols) + 1):
         vals = [(r[c], i) for i, r in enumerate(rows) if r[c] is not None]
         best.append(max(vals) if vals else None)
-    head = ["loss"] + [h for h, _, _ in COLUMNS] + ["epoch"]
+    head = ["loss"] + [h for h, _, _ in cols] + ["epoch"]
     body = []
     for i, r in enumerate(rows):
         cells = [r[0]]
@@ -85,7 +107,7 @@ def render_table(results, mode, *, markdown=False):
         cells.append(chosen_epochs(results[i]))
         body.append(cells)
     if markdown:
-        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(COLUMNS) + 1)]
+        lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(cols) + 1)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
     widths = [max(len(x[i]) for x in [head] + body) for i in range(len(head))]
@@ -96,8 +118,8 @@ def render_table(results, mode, *, markdown=False):
     return "\n".join(lines)
 
 
-def column_legend():
-    return "\n".join([f"  {h:6s} {d}" for h, d, _ in COLUMNS]
+def column_legend(columns=None):
+    return "\n".join([f"  {h:6s} {d}" for h, d, _ in (columns or COLUMNS)]
                      + ["  epoch  the epoch whose weights were kept (best validation score; one per seed)"])
 
 
@@ -205,9 +227,14 @@ def aggregate(runs):
     out = {k: v for k, v in runs[0].items() if k not in ("metrics", "thresholds", "train_seconds")}
     out["metrics"] = _tree([r["metrics"] for r in runs], lambda a: float(a.mean()), lambda x: x)
     out["metrics_sd"] = _tree([r["metrics"] for r in runs], lambda a: float(a.std(ddof=1)), lambda x: 0.0)
-    out["thresholds"] = {"global": float(np.mean([r["thresholds"]["global"] for r in runs]))}
     out["train_seconds"] = float(np.sum([r["train_seconds"] for r in runs]))
     out["seeds"] = [r["settings"]["seed"] for r in runs]
+    if runs[0].get("head") == "fused":  # top-k metrics, no thresholds
+        out["per_seed"] = [{"seed": r["settings"]["seed"], "run_dir": r.get("run_dir"),
+                            "selection": r.get("selection"), "p@1": r["metrics"].get("p@1"),
+                            "psp@5": r["metrics"].get("psp@5")} for r in runs]
+        return out
+    out["thresholds"] = {"global": float(np.mean([r["thresholds"]["global"] for r in runs]))}
     out["per_seed"] = [{"seed": r["settings"]["seed"], "run_dir": r.get("run_dir"), "selection": r.get("selection"),
                         "micro_f1": _get(r["metrics"]["global"], "micro", "f1"),
                         "macro_f1": _get(r["metrics"]["global"], "macro", "f1")} for r in runs]
@@ -242,6 +269,25 @@ def summary_lines(result):
         f"{k} ({v['labels']}) {fmt(v['macro']['recall']) if v['macro'] else '-'} / "
         f"{fmt(v['macro']['f1']) if v['macro'] else '-'}" for k, v in g.items()))
     if result["unknown_eval_labels"]:
+        lines.append(f"{sum(result['unknown_eval_labels'].values())} eval label occurrence(s) not in the label "
+                     f"vocabulary were ignored: {sorted(result['unknown_eval_labels'])[:8]}")
+    return lines
+
+
+def xmc_summary_lines(result):
+    """The summary of a fused-head run (or evaluation): P@k, nDCG@k, PSP@k and recall@5 by group."""
+    m = result["metrics"]
+    val = result["documents"].get("validation")
+    lines = [f"Evaluated on the {result['eval_split']} split ({result['documents']['eval']} documents, "
+             f"{result['labels']} labels) from the fused head's top 5 (no thresholds)"
+             + (f"; best epoch chosen on {val} held-out training documents." if isinstance(val, int) else ".")]
+    lines.append("  ".join(f"{k} {fmt(m.get(k))}" for k in ("p@1", "p@3", "p@5")) + "   "
+                 + "  ".join(f"nDCG@{k} {fmt(m.get(f'ndcg@{k}'))}" for k in (1, 3, 5)) + "   "
+                 + "  ".join(f"PSP@{k} {fmt(m.get(f'psp@{k}'))}" for k in (1, 3, 5)))
+    r, n = m.get("recall@5", {}), m.get("pairs@5", {})
+    lines.append("recall@5 (document, label pairs), by label group: " + "; ".join(
+        f"{g} {fmt(r.get(g))} ({n.get(g, 0)} pairs)" for g in ("all",) + GROUPS))
+    if result.get("unknown_eval_labels"):
         lines.append(f"{sum(result['unknown_eval_labels'].values())} eval label occurrence(s) not in the label "
                      f"vocabulary were ignored: {sorted(result['unknown_eval_labels'])[:8]}")
     return lines

@@ -67,7 +67,7 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
            "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
            "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience", "optimizer",
-           "weight_decay")
+           "weight_decay", "head", "fused_head_above")
 FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
 FAULT_ERRNO_ENV = "FUSEDFOCAL_FAULT_ERRNO"
@@ -344,12 +344,13 @@ def resume_args(subparser, argv, args):
     return subparser.parse_args(argv)
 
 
-def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description):
-    """``config.json`` of a run: its flags, its loss, its pipeline and its data."""
+def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description, head="dense"):
+    """``config.json`` of a run: its flags, its loss, its pipeline, its data and its head (``"dense"``
+    or ``"fused"``, as ``--head`` resolved on this data; ``evaluate`` and ``predict`` read it)."""
     import dataclasses
 
     write_json(Path(run_dir) / CONFIG_FILE, {
-        "fusedfocal_cli": 1, "args": stored_args(args),
+        "fusedfocal_cli": 1, "args": stored_args(args), "head": head,
         "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
         "pipeline": dataclasses.asdict(pipeline.config), "data": description})
 
@@ -384,22 +385,36 @@ def work_dir(run_dir, chief, task_id):
 
 
 def load_run(run_dir):
-    """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete."""
+    """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete.
+    A fused-head run (``config["head"] == "fused"``) has no thresholds: ``thresholds`` is ``None``."""
     run_dir = Path(run_dir)
-    missing = [f for f in (CONFIG_FILE, MODEL_FILE, THRESHOLDS_FILE, LABEL_VOCAB_FILE, WORDPIECE_FILE)
-               if not (run_dir / f).exists()]
+    fused = False
+    if (run_dir / CONFIG_FILE).exists():
+        try:
+            fused = json.loads((run_dir / CONFIG_FILE).read_text()).get("head") == "fused"
+        except ValueError:
+            fused = False
+    needed = (CONFIG_FILE, MODEL_FILE, LABEL_VOCAB_FILE, WORDPIECE_FILE) + (() if fused else (THRESHOLDS_FILE,))
+    missing = [f for f in needed if not (run_dir / f).exists()]
     if missing:
         raise CLIError("RUN_DIR", f"expected a finished run folder (written by fusedfocal train); received "
                                   f"{str(run_dir)!r}, which lacks {', '.join(missing)}")
     import keras
 
     from fusedfocal import data
+    from fusedfocal import keras as _fk  # noqa: F401  (registers FocalHead, FocalHeadModel)
     from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
 
     cfg = json.loads((run_dir / CONFIG_FILE).read_text())
     pcfg = data.PipelineConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["pipeline"].items()})
     pipeline = data.TextPipeline.from_directory(pcfg, run_dir)
     model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False)
+    if fused:
+        if model.head.num_labels != len(pipeline.label_vocab):
+            raise CLIError("RUN_DIR", f"the label vocabulary does not match the model: expected "
+                                      f"{model.head.num_labels} labels (the fused head's); received "
+                                      f"{len(pipeline.label_vocab)} in label_vocab.json")
+        return model, pipeline, None, cfg
     thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
     out_dim = model.output_shape[-1]
     if out_dim != len(pipeline.label_vocab) or len(thresholds["per_class_vector"]) != out_dim:
@@ -417,6 +432,8 @@ def finished_result(run_dir, prep):
     from fusedfocal.cli import models  # registers the custom layers
 
     result = json.loads((Path(run_dir) / METRICS_FILE).read_text())
+    if result.get("head") == "fused":  # no [N, C] scores, no precision-recall curves
+        return result
     model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, compile=False)
     scores = models.predict_scores(model, prep.pipeline, prep.test[0])
     result["_scores"] = (scores, prep.pipeline.label_vocab.encode(prep.test[1])[0])

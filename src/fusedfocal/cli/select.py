@@ -27,7 +27,8 @@ __all__ = ["MONITORS", "BestEpoch", "validation_scores"]
 
 # --select -> (epoch-record key, higher is better)
 MONITORS = {"macro_f1": ("val_macro_f1", True), "micro_f1": ("val_micro_f1", True),
-            "val_loss": ("val_loss", False), "last": (None, True)}
+            "val_loss": ("val_loss", False), "last": (None, True),
+            "p@1": ("val_p@1", True), "ndcg@5": ("val_ndcg@5", True)}  # the fused head's (cli/fused.py)
 _BEST = re.compile(r"^best-epoch-(\d{4,})\.weights\.h5$")
 
 

@@ -41,6 +41,11 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
 
     from fusedfocal.cli import models
 
+    if prep.head == "fused":  # the encoder + FocalHead; its loss is the head's (no fault loss to wrap)
+        from fusedfocal.cli import fused
+
+        with strategy.scope():
+            return fused.build_model(args, prep, loss_name, loss_params, _optimizer(args), use_jit(args))
     pipe = prep.pipeline
     priors = prep.fit_counts / max(prep.fit_docs, 1)
     fit_ids = pipe.tokenize(prep.fit[0]).numpy() if args.model == "ngram" else None  # bigram vocabulary, idf
@@ -93,7 +98,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     if chief:
         rundir.save_vocabularies(pipe, run_dir)
         if not resume or not (run_dir / rundir.CONFIG_FILE).exists():
-            rundir.write_train_config(run_dir, args, loss_name, loss_params, pipe, prep.description)
+            rundir.write_train_config(run_dir, args, loss_name, loss_params, pipe, prep.description, prep.head)
     checkpoints = ckpt.Checkpoints(work_dir)
     if not resume:
         (work_dir / rundir.EPOCHS_FILE).unlink(missing_ok=True)
@@ -179,11 +184,16 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     # Best-epoch selection and early stopping: scores every epoch on validation, before the checkpoint.
     from fusedfocal.cli import select as sel
 
-    val_y_sel, _ = labels.encode(prep.val[1])
-    selector = sel.BestEpoch(
-        getattr(args, "select", None) or "macro_f1", getattr(args, "patience", 3) or 0,
-        lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y_sel, models.predict_scores),
-        checkpoints.dir, records, log=log)
+    from fusedfocal.cli import fused
+
+    if prep.head == "fused":  # top-k on validation: P@1, P@5, nDCG@5 (never [N, C] scores)
+        val_ids_sel, _ = fused.label_ids(labels, prep.val[1])
+        score_fn = lambda m: fused.validation_scores(m, pipe, prep.val[0], val_ids_sel)  # noqa: E731
+    else:
+        val_y_sel, _ = labels.encode(prep.val[1])
+        score_fn = lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y_sel, models.predict_scores)  # noqa: E731
+    selector = sel.BestEpoch(fused.resolve_select(getattr(args, "select", None), prep.head),
+                             getattr(args, "patience", 3) or 0, score_fn, checkpoints.dir, records, log=log)
     selector.set_model(model)
     context = {"loss": loss_label(loss_name, loss_params), "learning_rate": float(args.learning_rate),
                "optimizer": getattr(args, "optimizer", "adam"), "mixed_precision": args.mixed_precision}
@@ -240,6 +250,20 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
                 model.save(tmp)
         rundir.fault("after-model")
 
+    if prep.head == "fused":  # top-k metrics, no thresholds (so no thresholds.json)
+        result = fused.run_result(args, prep, model, loss_name, loss_params, records, selection=selector.summary(),
+                                  train_seconds=train_seconds, replicas=strategy.num_replicas_in_sync,
+                                  jit_compile=use_jit(args))
+        if diverged is not None:
+            result["diverged"] = diverged
+        if chief:
+            report.write_json(run_dir / rundir.METRICS_FILE, result)
+            rundir.fault("after-metrics")
+            if diverged is not None:
+                rundir.write_json(run_dir / rundir.DIVERGED_FILE, diverged)
+        checkpoints.remove()
+        result["_scores"] = None
+        return result
     # Thresholds on validation only; metrics on the evaluation split.
     thresholds, val_scores, val_y = results.tune_on_validation(model, prep)
     result, test_scores, test_y = results.run_result(
@@ -307,11 +331,23 @@ def cmd_train(args):
         rundir.precheck(run_dir, rundir.RUN_FILES, resume=args.resume,
                         overwrite=getattr(args, "overwrite", False), finished=rundir.METRICS_FILE)
     check_loss_name(args.loss, "--loss")
+    from fusedfocal.cli import fused
+
+    if getattr(args, "head", None) == "fused":  # before minutes of data preparation
+        fused.check_loss(args.loss, "--loss")
+    if getattr(args, "head", None) in ("dense", "fused"):
+        fused.resolve_select(getattr(args, "select", None), args.head)
     prep = prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
-    build_loss(args.loss, params, prep.fit_counts, prep.fit_docs)  # validate before anything is written
+    # validate before anything is written
+    fused.resolve_select(getattr(args, "select", None), prep.head)
+    if prep.head == "fused":
+        fused.head_kwargs(args.loss, params, prep.fit_counts, prep.fit_docs, "--loss")
+    else:
+        build_loss(args.loss, params, prep.fit_counts, prep.fit_docs)
     title = (f"Training {args.model} with loss {loss_label(args.loss, params)} on {prep.description}: "
-             f"{prep.fit_docs} documents ({len(prep.val[0])} held out for thresholds), "
-             f"{prep.pipeline.num_labels} labels, {args.epochs} epoch(s)"
+             f"{prep.fit_docs} documents ({len(prep.val[0])} held out for "
+             + ("epoch selection" if prep.head == "fused" else "thresholds") + "), "
+             f"{prep.pipeline.num_labels} labels ({prep.head} head), {args.epochs} epoch(s)"
              + (" [resumed]" if args.resume else ""))
     t0 = time.time()
     chief, task_id = is_chief(make_strategy(args.strategy))
@@ -331,7 +367,7 @@ def cmd_train(args):
         except RunEnded as e:
             raise ended(e, work_dir, f"fusedfocal train --resume --out {run_dir}")
     if result.get("metrics") is not None:
-        for line in report.summary_lines(result):
+        for line in (report.xmc_summary_lines(result) if prep.head == "fused" else report.summary_lines(result)):
             print(line)
     if result.get("diverged"):
         info = result["diverged"]
@@ -341,7 +377,7 @@ def cmd_train(args):
         print(f"Worker {task_id}: checkpoints and logs in {run_dir}/workers/worker-{task_id}/; worker 0 writes the run.")
         return
     print(f"Wrote {run_dir}/: {rundir.MODEL_FILE}, {rundir.WORDPIECE_FILE}, {rundir.LABEL_VOCAB_FILE}, "
-          f"{rundir.THRESHOLDS_FILE}, {rundir.METRICS_FILE}, logs/ (tensorboard --logdir {run_dir}/logs) "
+          + ("" if prep.head == "fused" else f"{rundir.THRESHOLDS_FILE}, ") + f"{rundir.METRICS_FILE}, logs/ (tensorboard --logdir {run_dir}/logs) "
           f"in {time.time() - t0:.0f}s")
 
 

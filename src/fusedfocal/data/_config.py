@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["PipelineConfig"]
+__all__ = ["LABEL_FORMATS", "PipelineConfig"]
+
+LABEL_FORMATS = ("multi_hot", "ids", "padded_ids")
 
 
 @dataclasses.dataclass
@@ -44,6 +46,12 @@ class PipelineConfig:
         dict under ``"text"``.
       tokenize_batch_size: Number of documents tokenized per vectorized call
         when documents are tokenized before batching (cache or bucketing).
+      label_format: ``"multi_hot"`` (default): labels are float32 ``[B, C]``;
+        ``"ids"``: labels are the sorted, deduplicated class ids of each
+        document as a ``tf.RaggedTensor`` int32 ``[B, None]``, never
+        ``[B, C]`` (for large label spaces and the fused head);
+        ``"padded_ids"``: the same ids as int32 ``[B, L]`` padded with -1,
+        ``L`` the most labels of any document (a static shape for XLA).
       vocab_sample_size: Maximum number of training texts the WordPiece learner
         sees (a seeded random sample); the learner is pure Python and slow.
     """
@@ -66,6 +74,7 @@ class PipelineConfig:
     include_text: bool = False
     tokenize_batch_size: int = 256
     vocab_sample_size: int = 20000
+    label_format: str = "multi_hot"
 
     def __post_init__(self):
         for name in ("max_length", "batch_size", "vocab_size", "shuffle_buffer",
@@ -89,5 +98,9 @@ class PipelineConfig:
                     f"strictly increasing tuple of positive ints. Received: bucket_boundaries={self.bucket_boundaries!r}"
                 )
             self.bucket_boundaries = bounds
+        if self.label_format not in LABEL_FORMATS:
+            raise ValueError(
+                f"Invalid value for argument `label_format`. Expected one of {set(LABEL_FORMATS)}. "
+                f"Received: label_format={self.label_format!r}")
         if not self.label_separator:
             raise ValueError("Invalid value for argument `label_separator`. Expected a non-empty string. Received: ''")

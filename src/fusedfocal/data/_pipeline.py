@@ -10,6 +10,16 @@ Element structure::
 
     ({"token_ids": int32 [B, T]}, labels float32 [B, C])
 
+or, with ``PipelineConfig(label_format="ids")``, labels as the sorted,
+deduplicated class ids of each document, a ``tf.RaggedTensor`` int32
+``[B, None]`` (no ``[B, C]`` tensor anywhere in the pipeline; for large label
+spaces and :class:`fusedfocal.keras.FocalHead`). The cached route carries ids
+padded with -1 to the most labels of any document, and makes them ragged
+again after batching. ``label_format="padded_ids"`` keeps that padding: int32
+``[B, L]`` with -1 after each row's ids, ``L`` the most labels of any document
+of the dataset, a static shape for ``jit_compile`` (ragged ids change shape
+with every batch, so XLA compiles again for each new total).
+
 ``T`` is the longest document of the batch (at most ``max_length``), or
 exactly ``max_length`` with ``fixed_shape=True``. Padding id is 0 (``[PAD]``);
 documents are ``[CLS] pieces... [SEP]`` (ids 2 and 3) unless
@@ -94,6 +104,7 @@ class TextPipeline:
         self.unknown_label_counts: collections.Counter = collections.Counter()
         self.read_stats: ReadStats | None = None
         self.num_examples: int | None = None
+        self._max_labels = 1  # label ids per document in the cached route (set by dataset())
         # Built once, shared by every dataset (Model Garden style).
         self._tokenizer = tf_text.FastBertTokenizer(
             vocab=tokens, token_out_type=tf.int32, unknown_token="[UNK]",
@@ -164,6 +175,29 @@ class TextPipeline:
         multi_hot = tf.scatter_nd(index, tf.ones_like(index[:, 0], tf.float32), shape)
         return tf.minimum(multi_hot, 1.0)
 
+    def _encode_label_ids(self, labels: tf.RaggedTensor) -> tf.RaggedTensor:
+        """Ragged tf.string ``[B, (L)]`` -> ragged int32 ``[B, (L')]`` of sorted, unique class ids;
+        unknown names are dropped (the ids of exactly the ones :meth:`_encode_labels` sets)."""
+        ids = tf.ragged.map_flat_values(self._label_table.lookup, labels)
+        flat = ids.flat_values
+        known = flat >= 0
+        num = tf.constant(self.num_labels, tf.int64)
+        # One sort of (row, id) keys orders ids within rows; equal neighbours are duplicates.
+        key = tf.sort(tf.boolean_mask(ids.value_rowids(), known) * num
+                      + tf.cast(tf.boolean_mask(flat, known), tf.int64))
+        first = tf.ones([tf.minimum(tf.size(key), 1)], tf.bool)
+        key = tf.boolean_mask(key, tf.concat([first, key[1:] != key[:-1]], 0))
+        return tf.RaggedTensor.from_value_rowids(tf.cast(key % num, tf.int32), key // num,
+                                                 nrows=ids.nrows(), validate=False)
+
+    def _labels(self, labels: tf.RaggedTensor):
+        """The labels in ``config.label_format``: multi-hot ``[B, C]`` or ragged ids ``[B, None]``."""
+        if self.config.label_format == "ids":
+            return self._encode_label_ids(labels)
+        if self.config.label_format == "padded_ids":  # a static width: no XLA recompilation per batch
+            return self._encode_label_ids(labels).to_tensor(default_value=-1, shape=[None, self._max_labels])
+        return self._encode_labels(labels)
+
     def _pack(self, ids: tf.RaggedTensor) -> tf.Tensor:
         """Ragged ids -> dense int32 ``[B, T]`` padded with ``PAD_ID``."""
         if self.config.fixed_shape:
@@ -173,8 +207,9 @@ class TextPipeline:
     def _decode(self, texts: tf.Tensor, labels: tf.RaggedTensor):
         """One batch of raw documents -> ``(features, multi_hot)`` (the uncached route)."""
         token_ids = self._pack(self._tokenize(texts))
-        multi_hot = self._encode_labels(labels)
-        multi_hot.set_shape([texts.shape[0], self.num_labels])
+        multi_hot = self._labels(labels)
+        if self.config.label_format == "multi_hot":
+            multi_hot.set_shape([texts.shape[0], self.num_labels])
         if self.config.fixed_shape:  # a static batch size survives drop_remainder
             token_ids.set_shape([texts.shape[0], self.config.max_length])
         features = {"token_ids": token_ids}
@@ -189,7 +224,10 @@ class TextPipeline:
                     "length": tf.cast(ids.row_lengths(), tf.int32)}
         if self.config.include_text:
             features["text"] = texts
-        return features, self._encode_labels(labels)
+        labels = self._labels(labels)
+        if self.config.label_format == "ids":  # fixed width per document, so that unbatch/batch work
+            labels = labels.to_tensor(default_value=-1, shape=[None, self._max_labels])
+        return features, labels
 
     def _trim(self, features, labels):
         """Drops the ``length`` feature; cuts ids to the batch's longest document unless ``fixed_shape``."""
@@ -197,6 +235,8 @@ class TextPipeline:
         lengths = features.pop("length")
         if not self.config.fixed_shape:
             features["token_ids"] = features["token_ids"][:, : tf.reduce_max(lengths)]
+        if self.config.label_format == "ids":  # ids are sorted, so the -1 padding is a suffix
+            labels = tf.RaggedTensor.from_tensor(labels, padding=-1)
         return features, labels
 
     # ---------------------------------------------------------------- public
@@ -248,7 +288,9 @@ class TextPipeline:
             reads epoch ``k`` in the same order as an uninterrupted one.
 
         Returns:
-          A ``tf.data.Dataset`` of ``({"token_ids": int32 [B, T]}, float32 [B, C])``.
+          A ``tf.data.Dataset`` of ``({"token_ids": int32 [B, T]}, float32 [B, C])``,
+          or of ``({"token_ids": int32 [B, T]}, tf.RaggedTensor int32 [B, None])``
+          with ``config.label_format="ids"``.
         """
         cfg = self.config
         texts = list(texts)
@@ -266,6 +308,8 @@ class TextPipeline:
             texts = [texts[i] for i in order]
             label_lists = [label_lists[i] for i in order]
         self.unknown_label_counts = self.label_vocab.unknown(label_lists)
+        index = self.label_vocab.index
+        self._max_labels = max([len({n for n in labels if n in index}) for labels in label_lists] + [1])
         warn_unknown_labels(self.unknown_label_counts, "training data" if training else "evaluation data")
 
         batch_size = cfg.batch_size

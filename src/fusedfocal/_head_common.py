@@ -1,0 +1,293 @@
+"""The fused classifier head (issue 19), declared once for Keras 3 and tf_keras.
+
+:class:`FocalHeadMixin` is the body of ``FocalHead``, a layer holding a
+label-major kernel ``[C, H]`` and bias ``[C]``; :class:`HeadModelMixin` the
+body of ``FocalHeadModel(encoder, head)``. :func:`define_head_classes` builds
+one flavour's pair from them (``fusedfocal.keras`` and ``fusedfocal.legacy``
+differ only in their Keras module and in how a model adds its loss), so the
+twins cannot drift, as for the loss classes of :mod:`fusedfocal._registry`.
+
+How the loss reaches ``fit``, in both Kerases and with ragged ``y``:
+
+* ``FocalHead.call(features, training=True)`` returns ``{"features": features}``
+  (no logits, no top-k: nothing of ``[B, C]``); at inference it returns the
+  top-k, ``{"ids": int32 [B, k], "scores": float32 [B, k]}``, computed chunk
+  by chunk by :func:`fusedfocal.ops.linear_top_k`.
+* ``FocalHead.loss(features, labels)`` is the fused op
+  :func:`fusedfocal.ops.linear_focal_loss` on the layer's weights.
+* ``FocalHeadModel`` overrides ``compute_loss``, the one hook both Kerases'
+  ``train_step``/``test_step`` call with ``y`` untouched, so ragged label ids
+  from ``tf.data`` reach the op as they are; nothing else of ``fit`` (optimizer,
+  loss scaling for ``mixed_float16``, ``MirroredStrategy``, ``jit_compile``,
+  callbacks) is replaced. A compiled Keras loss would not do: Keras 3 and
+  tf_keras convert ``y_true`` to a dense tensor, and a ``Loss`` cannot reach
+  the kernel. ``add_loss`` from inside the layer would need the labels as a
+  model input, so ``predict`` would need labels too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from fusedfocal import ops
+from fusedfocal.ops import _validation as v
+
+PER_CLASS = "per_class"  # a config marker: the vector lives in the weights, not in the config
+_VECTORS = ("alpha", "class_weights", "logit_offsets")
+_RANGES = {"alpha": (0.0, 1.0), "class_weights": (0.0, None), "logit_offsets": (-np.inf, None)}
+
+
+def _check_positive_int(name, value, *, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise v.invalid(name, "a positive int" + (" or None" if allow_none else ""), value)
+    return int(value)
+
+
+def _check_vector(name, value, num_labels):
+    """None, a float, the marker ``"per_class"`` or a float64 vector of length ``num_labels``."""
+    if isinstance(value, str):
+        if value != PER_CLASS:
+            raise v.invalid(name, f"None, a float, a vector of length {num_labels} or {PER_CLASS!r}", value)
+        return value
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        value = value.numpy()
+    lo, hi = _RANGES[name]
+    out = v.check_class_vector(name, value, lo=lo, hi=hi)
+    if isinstance(out, np.ndarray) and out.shape != (num_labels,):
+        raise v.invalid(name, f"a float or a vector of length num_labels={num_labels}",
+                        f"array of shape {out.shape}", describe=True)
+    return out
+
+
+def _constant(value):
+    def init(shape, dtype=None):
+        return tf.constant(value, dtype=tf.as_dtype(dtype or "float32"), shape=shape)
+    return init
+
+
+class FocalHeadMixin:
+    """The body of ``FocalHead``; mixed in before a Keras ``Layer``."""
+
+    def __init__(self, num_labels, gamma=2.0, alpha=None, class_weights=None, logit_offsets=None,
+                 reduction="mean", top_k=5, chunk_size=None, full_scores=False, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        self.num_labels = _check_positive_int("num_labels", num_labels)
+        self.gamma = v.check_nonnegative_float("gamma", gamma)
+        self._vectors = {}
+        for name, value in (("alpha", alpha), ("class_weights", class_weights), ("logit_offsets", logit_offsets)):
+            self._vectors[name] = _check_vector(name, value, self.num_labels)
+        if reduction not in ("mean", "sum"):
+            raise v.invalid("reduction", "one of {'mean', 'sum'}", reduction)
+        self.reduction = reduction
+        self.top_k = _check_positive_int("top_k", top_k)
+        if self.top_k > self.num_labels:
+            raise v.invalid("top_k", f"at most num_labels={self.num_labels}", top_k)
+        self.chunk_size = _check_positive_int("chunk_size", chunk_size, allow_none=True)
+        if not isinstance(full_scores, bool):
+            raise v.invalid("full_scores", "a bool", full_scores)
+        self.full_scores = full_scores
+        if not isinstance(use_bias, bool):
+            raise v.invalid("use_bias", "a bool", use_bias)
+        self.use_bias = use_bias
+        self.kernel_initializer = self._lib.initializers.get(kernel_initializer)
+        self.bias_initializer = self._lib.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        hidden = tf.TensorShape(input_shape)[-1]
+        if hidden is None:
+            raise v.invalid("input_shape", "a known last dimension (the feature size H)", input_shape)
+        # Label-major [C, H] ("ch"): a chunk of labels is a contiguous slab of rows.
+        self.kernel = self.add_weight(name="kernel", shape=(self.num_labels, int(hidden)),
+                                      initializer=self.kernel_initializer, trainable=True)
+        self.bias = (self.add_weight(name="bias", shape=(self.num_labels,), initializer=self.bias_initializer,
+                                     trainable=True) if self.use_bias else None)
+        self._vector_weights = {}
+        for name, value in self._vectors.items():
+            if isinstance(value, np.ndarray) or value == PER_CLASS:
+                # An initializer, not an assign: build may run inside a traced function.
+                init = _constant(value) if isinstance(value, np.ndarray) else "zeros"
+                self._vector_weights[name] = self.add_weight(name=name, shape=(self.num_labels,),
+                                                             initializer=init, trainable=False)
+        self.built = True
+
+    # -- the two uses -------------------------------------------------------------------------------
+
+    def call(self, features, training=None):
+        """Training: ``{"features": features}`` for :meth:`loss`. Inference: the top-k
+        ``{"ids": int32 [B, k], "scores": float32 [B, k]}`` (sigmoid probabilities, best
+        first), plus ``"probabilities"`` float32 ``[B, C]`` with ``full_scores=True``."""
+        if training:
+            return {"features": features}
+        kernel, bias = self._weights_like(features)
+        scores, ids = ops.linear_top_k(features, kernel, bias, self.top_k, kernel_layout="ch",
+                                       chunk_size=self.chunk_size)
+        out = {"ids": ids, "scores": scores}
+        if self.full_scores:
+            logits = tf.matmul(tf.cast(features, tf.float32), tf.cast(kernel, tf.float32), transpose_b=True)
+            if bias is not None:
+                logits += tf.cast(bias, tf.float32)
+            out["probabilities"] = tf.sigmoid(logits)
+        return out
+
+    def loss(self, features, labels):
+        """The fused focal loss of ``features @ kernel.T + bias`` against ``labels``.
+
+        Args:
+          features: float ``[B, H]`` (float16/bfloat16 accumulate in float32).
+          labels: ``tf.RaggedTensor`` int ids ``[B, None]``, int ids ``[B, L]``
+            padded with -1, or dense multi-hot ``[B, C]`` for small ``C``.
+
+        Returns:
+          The float32 scalar loss (``reduction`` over ``B × C``).
+        """
+        kernel, bias = self._weights_like(features)
+        kw = {name: (self._vector_weights[name] if name in self._vector_weights else value)
+              for name, value in self._vectors.items()}
+        kw = {name: (tf.convert_to_tensor(w) if not isinstance(w, (float, type(None))) else w)
+              for name, w in kw.items()}
+        return ops.linear_focal_loss(features, kernel, bias, labels, gamma=self.gamma, reduction=self.reduction,
+                                     kernel_layout="ch", chunk_size=self.chunk_size, **kw)
+
+    def _weights_like(self, features):
+        """Kernel and bias in the features' dtype (mixed precision keeps float32 variables)."""
+        dtype = tf.as_dtype(features.dtype)
+        kernel = tf.cast(self.kernel, dtype)
+        bias = None if self.bias is None else tf.cast(self.bias, dtype)
+        return kernel, bias
+
+    def compute_output_shape(self, input_shape):
+        batch = tf.TensorShape(input_shape)[0]
+        out = {"ids": (batch, self.top_k), "scores": (batch, self.top_k)}
+        if self.full_scores:
+            out["probabilities"] = (batch, self.num_labels)
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        vectors = {name: (PER_CLASS if isinstance(value, np.ndarray) else value)
+                   for name, value in self._vectors.items()}
+        config.update(num_labels=self.num_labels, gamma=self.gamma, reduction=self.reduction, top_k=self.top_k,
+                      chunk_size=self.chunk_size, full_scores=self.full_scores, use_bias=self.use_bias,
+                      kernel_initializer=self._lib.initializers.serialize(self.kernel_initializer),
+                      bias_initializer=self._lib.initializers.serialize(self.bias_initializer), **vectors)
+        return config
+
+
+class HeadModelMixin:
+    """The body of ``FocalHeadModel``; mixed in before a Keras ``Model``."""
+
+    def __init__(self, encoder, head, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(head, self._head_class):
+            raise TypeError(f"Invalid type for argument `head`. Expected a {self._head_class.__module__}."
+                            f"FocalHead. Received: {type(head).__name__}")
+        self.encoder = encoder
+        self.head = head
+
+    def call(self, inputs, training=None):
+        return self.head(self.encoder(inputs, training=training), training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if getattr(self, "loss", None):  # compile(loss=...): Keras would never see the ragged labels
+            raise v.invalid("loss", "None in compile() (FocalHeadModel's loss is its head's)", self.loss)
+        if sample_weight is not None:
+            raise ValueError("FocalHeadModel does not take `sample_weight` (the fused loss has no per-example "
+                             "weights); use the head's `class_weights`. Received: sample_weight="
+                             f"{getattr(sample_weight, 'shape', sample_weight)}")
+        if isinstance(y_pred, dict) and "features" in y_pred:
+            features = y_pred["features"]
+        else:  # evaluation: the head returned the top-k, so run the encoder once more
+            features = self.encoder(x, training=False)
+        return self._total_loss(self.head.loss(features, y), y_pred)
+
+    def get_config(self):
+        s = self._lib.saving.serialize_keras_object
+        return {"name": self.name, "encoder": s(self.encoder), "head": s(self.head)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        d = cls._lib.saving.deserialize_keras_object
+        encoder = d(config.pop("encoder"), custom_objects=custom_objects)
+        head = d(config.pop("head"), custom_objects=custom_objects)
+        return cls(encoder, head, **config)
+
+
+HEAD_DOC = """A dense classifier layer fused with the sigmoid focal loss, for huge label counts ({keras}).
+
+    Holds a label-major kernel ``[num_labels, H]`` and a bias ``[num_labels]``.
+    Training never forms ``[batch, num_labels]`` logits: the loss is
+    :func:`fusedfocal.ops.linear_focal_loss`, chunk by chunk over labels; so
+    is the top-k at inference (:func:`fusedfocal.ops.linear_top_k`). Train it
+    inside :class:`FocalHeadModel` (or call :meth:`loss` from your own
+    ``compute_loss``).
+
+    Args:
+      num_labels: Number of labels ``C``.
+      gamma: Focusing parameter >= 0 (0 gives BCE).
+      alpha: None, a float in [0, 1] or a vector of length ``C``.
+      class_weights: None, a float or a vector ``[C]`` of per-label weights
+        (class-balanced weights for tail labels).
+      logit_offsets: None, a float or a vector ``[C]`` added to the logits in
+        the loss only (logit adjustment, ``tau * log(prior)``); predictions use
+        the raw logits.
+      reduction: ``"mean"`` (over ``B × C``, as the unfused loss) or ``"sum"``.
+      top_k: Labels returned per example at inference.
+      chunk_size: Labels per chunk (None: the op's default).
+      full_scores: Also return ``"probabilities"`` ``[B, C]`` at inference
+        (small ``C`` only).
+      use_bias: Whether to add a bias.
+      kernel_initializer: Initializer of the ``[C, H]`` kernel.
+      bias_initializer: Initializer of the bias; a prior bias
+        (:func:`fusedfocal.prior_bias_initializer`) helps with many rare labels.
+      **kwargs: Layer arguments (``name``, ``dtype``, ...).
+
+    Per-label vectors are stored as non-trainable weights (the config holds
+    ``"per_class"``), so a model with 3 million labels keeps a small config.
+
+    Call:
+      ``head(features, training=True)`` -> ``{{"features": features}}``;
+      ``head(features)`` -> ``{{"ids": int32 [B, top_k], "scores": float32 [B, top_k]}}``.
+    """
+
+MODEL_DOC = """An encoder followed by a :class:`FocalHead`, trained with the head's fused loss ({keras}).
+
+    ``fit`` takes ``(x, y)`` with ``y`` the label ids of each example: a
+    ``tf.RaggedTensor`` int ``[B, None]`` (``PipelineConfig(label_format="ids")``),
+    ids ``[B, L]`` padded with -1, or multi-hot ``[B, C]`` for small ``C``.
+    ``compile`` takes no ``loss`` (the head's is used; ``metrics`` on the
+    top-k are not supported: evaluate ``predict``'s output with
+    :mod:`fusedfocal.metrics_xmc`). ``predict`` returns the top-k,
+    ``{{"ids": int32 [N, k], "scores": float32 [N, k]}}``. ``evaluate`` reports the
+    loss (it runs the encoder a second time for it).
+
+    Args:
+      encoder: A layer or model from the inputs to features ``[B, H]``.
+      head: A ``FocalHead``.
+      **kwargs: Model arguments (``name``).
+
+    Example:
+      >>> import {lib}, {module}
+      >>> encoder = {lib}.Sequential([{lib}.layers.Embedding(100, 8), {lib}.layers.GlobalAveragePooling1D()])
+      >>> model = {module}.FocalHeadModel(encoder, {module}.FocalHead(1000, gamma=2.0, top_k=5))
+      >>> model.compile(optimizer="adam")
+    """
+
+
+def define_head_classes(layer_base, model_base, lib, total_loss, register, module, keras_name):
+    """``{"FocalHead": ..., "FocalHeadModel": ...}`` for one Keras flavour.
+
+    ``total_loss(model, head_loss, y_pred)`` adds the model's other losses
+    and scales for ``tf.distribute`` the way that Keras does for ``add_loss``.
+    """
+    fmt = dict(keras=keras_name, lib=lib.__name__, module=module)
+    head = register(type("FocalHead", (FocalHeadMixin, layer_base), {
+        "__module__": module, "__qualname__": "FocalHead", "__doc__": HEAD_DOC.format(**fmt), "_lib": lib}))
+    model = register(type("FocalHeadModel", (HeadModelMixin, model_base), {
+        "__module__": module, "__qualname__": "FocalHeadModel", "__doc__": MODEL_DOC.format(**fmt), "_lib": lib,
+        "_head_class": head, "_total_loss": total_loss}))
+    return {"FocalHead": head, "FocalHeadModel": model}
