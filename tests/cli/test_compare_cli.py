@@ -37,7 +37,13 @@ def test_compare_two_losses(tiny_data, tmp_path, capsys):
     # Same data, seed and budget for every loss.
     assert len({json.dumps(r["documents"]) for r in c["results"]}) == 1
     assert all(len(r["history"]["loss"]) == 2 for r in c["results"])
+    # The trust notes follow the runs: the budget note exactly when every run kept its last epoch.
+    all_last = all(r["selection"]["best_epoch"] == r["selection"]["epochs_trained"]
+                   and not r["selection"]["stopped_early"] for r in c["results"])
+    assert any(w.startswith("Budget too short") for w in c["warnings"]) == all_last
     md = (out / "comparison.md").read_text()
+    assert ("Can this comparison be trusted?" in md) == bool(c["warnings"])
+    assert ("WARNING: Budget too short" in printed) == all_last
     assert "**" in md and "| label | train docs | eval docs |" in md
     for r in c["results"]:
         assert (tmp_path / r["run_dir"].split(str(tmp_path) + "/", 1)[-1] / "model.keras").exists()

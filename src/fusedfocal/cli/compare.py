@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 from fusedfocal.cli import metrics as ev
-from fusedfocal.cli import report, rundir
+from fusedfocal.cli import report, rundir, trust
 from fusedfocal.cli.errors import CLIError, RunEnded, log
 from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
 from fusedfocal.cli.prepare import prepare
@@ -179,6 +179,17 @@ def _diverged_lines(diverged):
             + ", ".join(f"`{p}`" for p in d["run_dirs"]) for d in diverged]
 
 
+def _warning_md(warnings):
+    return (["**Can this comparison be trusted?**", ""] + [f"- {w}" for w in warnings] + [""]) if warnings else []
+
+
+def _print_warnings(warnings):
+    for w in warnings:
+        print(f"WARNING: {w}")
+    if warnings:
+        print()
+
+
 def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
     """``comparison.md``, ``comparison.json`` and the plots. ``diverged``: the losses that have no
     result (every seed diverged before an epoch finished); they are listed, not tabulated."""
@@ -245,9 +256,10 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
         report.plot_pr_curves(curves, tmp)
 
     legend = report.column_legend()
+    warnings = trust.comparison_warnings(results, max_epochs=args.epochs)
     md = [f"# {title}", "", f"{labels_text}. {eval_text}. Best value per column in bold. "
           f"Label groups by training documents: {group_text}. {note_empty}", "", md_table, "",
-          "Columns:", "", "```", legend, "```", "",
+          *_warning_md(warnings), "Columns:", "", "```", legend, "```", "",
           "## Micro-F1 / macro-F1 at each threshold choice", "",
           "| loss | miF1 @0.5 | maF1 @0.5 | miF1 global | maF1 global | miF1 per-label | maF1 per-label | "
           "global threshold | train s | chosen epoch | validation macro-F1 by epoch (first seed; * kept) |",
@@ -263,7 +275,7 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
                "groups": {"boundaries": list(groups), "rule": rule, **counts}, "seeds": seeds,
                "wall_seconds": round(wall, 1),
                "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
-               "diverged": list(diverged)}
+               "diverged": list(diverged), "warnings": warnings}
     report.write_json(out / rundir.COMPARISON_JSON, payload)
 
     print()
@@ -274,6 +286,7 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
     print()
     print(table)
     print()
+    _print_warnings(warnings)
     print("Columns:")
     print(legend)
     print()
@@ -312,10 +325,11 @@ def write_fused_comparison(args, prep, results, out, wall, labels_text, diverged
     table = report.render_table(results, None, columns=cols)
     md_table = report.render_table(results, None, markdown=True, columns=cols)
     legend = report.column_legend(cols)
+    warnings = trust.comparison_warnings(results, max_epochs=args.epochs, fused=True)
     timing = [f"- {r['name']}: {r['train_seconds']:.0f}s training, kept epoch {report.chosen_epochs(r)}, "
               f"validation P@1 by epoch {report.curve(r, 'val_p@1')}" for r in results]
     md = [f"# {title}", "", f"{labels_text}. {eval_text}. Best value per column in bold. Label groups by "
-          f"training documents: {group_text}.", "", md_table, "", "Columns:", "", "```", legend, "```", "",
+          f"training documents: {group_text}.", "", md_table, "", *_warning_md(warnings), "Columns:", "", "```", legend, "```", "",
           *timing, "", f"Wall time: {wall:.0f}s. Runs (model.keras, metrics.json, logs/): "
           + ", ".join(f"`{r['run_dir']}`" for r in results), ""] + list(diverged_md)
     out.mkdir(parents=True, exist_ok=True)
@@ -325,7 +339,7 @@ def write_fused_comparison(args, prep, results, out, wall, labels_text, diverged
         "groups": {"boundaries": list(groups), "rule": rule, **counts}, "seeds": seeds,
         "wall_seconds": round(wall, 1),
         "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
-        "diverged": list(diverged)})
+        "diverged": list(diverged), "warnings": warnings})
     print()
     print(title)
     print(f"{labels_text}.")
@@ -334,6 +348,7 @@ def write_fused_comparison(args, prep, results, out, wall, labels_text, diverged
     print()
     print(table)
     print()
+    _print_warnings(warnings)
     print("Columns:")
     print(legend)
     print()
