@@ -148,7 +148,12 @@ def test_compare_seeds_reports_mean_and_sd(tiny_data, tmp_path, capsys):
     out = tmp_path / "cmp"
     assert cli("compare", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", out,
                "--losses", "bce,focal", "--seeds", "0,1", *_ngram_flags(2)) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # One WordPiece vocabulary for the data set, learnt once and shared by both seeds' runs.
+    assert (captured.out + captured.err).count("WordPiece vocabulary:") == 1
+    vocabs = {(d / "wordpiece_vocab.txt").read_text() for d in (out / "runs").iterdir()}
+    assert len(vocabs) == 1
     assert "seeds 0,1 (mean±sd)" in printed and "±" in printed and "terciles of the 6 labels" in printed
     c = json.loads((out / "comparison.json").read_text())
     assert c["seeds"] == [0, 1]

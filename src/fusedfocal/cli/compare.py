@@ -88,8 +88,9 @@ def cmd_compare(args):
     t_start = time.time()
     seeds = list(args.seeds or [args.seed])
     preps = {}
-    for seed in seeds:  # each seed has its own validation split and vocabulary
-        preps[seed] = prepare(_with_seed(args, seed))
+    for seed in seeds:  # each seed has its own validation split; the WordPiece vocabulary is learnt once
+        first = preps[seeds[0]].pipeline.wordpiece_vocab if preps else None
+        preps[seed] = prepare(_with_seed(args, seed), wordpiece=first)
     prep = preps[seeds[0]]
     fused.resolve_select(getattr(args, "select", None), prep.head)
     if prep.head == "fused" and not args.losses:  # --head auto chose it: its default losses

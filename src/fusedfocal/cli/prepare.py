@@ -87,8 +87,13 @@ class Prepared:
     head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.fused.resolve_head of --head)
 
 
-def prepare(args, run_dir=None):
-    """Reads the data, holds out validation, builds (or, from ``run_dir``, loads) the vocabularies."""
+def prepare(args, run_dir=None, wordpiece=None):
+    """Reads the data, holds out validation, builds (or, from ``run_dir``, loads) the vocabularies.
+
+    The WordPiece vocabulary is learnt from every training document (validation included; it reads
+    no labels) with a fixed sampling seed, so it is a function of the data set and ``--vocab-size``
+    alone: ``compare --seeds`` learns it once and passes it to the other seeds as ``wordpiece``.
+    """
     from fusedfocal import data
 
     if args.data:
@@ -134,10 +139,11 @@ def prepare(args, run_dir=None):
                 f"{len(stored)} labels as in {Path(run_dir) / rundir.LABEL_VOCAB_FILE}; received {len(label_vocab)} "
                 f"labels (missing: {missing[:8]}, new: {new[:8]}, or a different frequency order)"))
     else:
-        t0 = time.time()
-        wordpiece = data.build_wordpiece_vocab(fit[0], args.vocab_size, seed=args.seed)
-        log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(fit[0])} documents "
-            f"in {time.time() - t0:.1f}s")
+        if wordpiece is None:
+            t0 = time.time()
+            wordpiece = data.build_wordpiece_vocab(texts, args.vocab_size, seed=0)
+            log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(texts)} training documents "
+                f"in {time.time() - t0:.1f}s")
         pipeline = data.TextPipeline(config, wordpiece, label_vocab)
     # Documents per label in the fit split, from label ids (a multi-hot [N, C] would not fit for XMC).
     index = pipeline.label_vocab.index
