@@ -76,3 +76,23 @@ def test_fused_comparison_uses_p_at_1():
                                                                           ("la", 0.861, 0.02))]
     notes = trust.comparison_warnings(rs, max_epochs=5, fused=True)
     assert len(notes) == 1 and notes[0].startswith("Seed noise in P@1: bce 87.6 vs la 86.1")
+
+
+def test_truncation_is_counted_and_warned(capsys):
+    """--max-length cuts documents only with a count and a warning (prepare.truncation_report)."""
+    from fusedfocal import data
+    from fusedfocal.cli.prepare import truncation_report
+
+    texts = ["one two three", "a b c d e f g h i j k l m n o p", "x"]
+    config = data.PipelineConfig(max_length=8, batch_size=2, vocab_size=200)
+    pipe = data.TextPipeline.from_training_data(config, texts * 5, [["a"]] * 15)
+    lengths = pipe.token_lengths(texts)
+    full = [int((pipe.tokenize([t]).numpy() != 0).sum()) for t in texts]
+    assert lengths[0] == full[0] and lengths[2] == full[2]  # short texts: nothing cut
+    assert lengths[1] > 8 and full[1] == 8                  # the long one is cut to max_length
+    rep = truncation_report(pipe, texts, 8)
+    assert rep["truncated"] == 1 and rep["documents"] == 3 and rep["share"] == pytest.approx(1 / 3, abs=1e-4)
+    err = capsys.readouterr().err
+    assert "--max-length 8 truncates 1 of 3 training documents (33.3%" in err
+    assert truncation_report(pipe, texts[:1], 8)["truncated"] == 0
+    assert "truncates" not in capsys.readouterr().err

@@ -85,6 +85,7 @@ class Prepared:
     fit_docs: int
     description: str
     head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.fused.resolve_head of --head)
+    truncation: dict = dataclasses.field(default_factory=dict)  # see truncation_report
 
 
 def prepare(args, run_dir=None, wordpiece=None):
@@ -157,8 +158,28 @@ def prepare(args, run_dir=None, wordpiece=None):
             f"documents (all of theirs were held out for validation), so the model cannot learn them: "
             f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
             "more data avoids this.")
+    truncation = truncation_report(pipeline, fit[0], args.max_length)
     return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
-                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head)
+                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head,
+                    truncation=truncation)
+
+
+def truncation_report(pipeline, texts, max_length):
+    """How many training documents ``--max-length`` cuts, logged as a warning when any is cut:
+    ``{"max_length", "documents", "truncated", "share", "median_tokens", "p95_tokens"}``."""
+    lengths = pipeline.token_lengths(texts)
+    if not len(lengths):
+        return {}
+    cut = int((lengths > max_length).sum())
+    rep = {"max_length": int(max_length), "documents": int(len(lengths)), "truncated": cut,
+           "share": round(cut / len(lengths), 4), "median_tokens": int(np.median(lengths)),
+           "p95_tokens": int(np.percentile(lengths, 95))}
+    if cut:
+        log(f"warning: --max-length {max_length} truncates {cut} of {len(lengths)} training documents "
+            f"({100 * rep['share']:.1f}%; WordPiece tokens per document: median {rep['median_tokens']}, 95th "
+            f"percentile {rep['p95_tokens']}, longest {int(lengths.max())}); their tails are not read. A larger "
+            f"--max-length keeps more of them, at a cost in time.")
+    return rep
 
 
 def _check_eval_labels(label_lists, label_vocab, paths):

@@ -63,6 +63,7 @@ def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores
         "settings": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
                      "optimizer": getattr(args, "optimizer", "adam"), "learning_rate": args.learning_rate,
                      "weight_decay": getattr(args, "weight_decay", 0.0), "max_length": args.max_length,
+                     "truncated_training_documents": prep.truncation or None,
                      "seed": args.seed,
                      "deterministic": args.deterministic, "strategy": args.strategy,
                      "replicas": replicas, "mixed_precision": args.mixed_precision,

@@ -240,6 +240,22 @@ class TextPipeline:
         return features, labels
 
     # ---------------------------------------------------------------- public
+    def token_lengths(self, texts, batch_size: int = 1024) -> np.ndarray:
+        """WordPiece tokens per text before truncation, special tokens included: int64 ``[N]``.
+
+        A text longer than ``config.max_length`` loses its tail in :meth:`tokenize` and in the
+        datasets; this counts how many tokens each text has, so callers can report the share cut.
+        """
+        extra = 2 if self.config.add_special_tokens else 0
+        out = []
+        for i in range(0, len(texts), batch_size):
+            chunk = tf.convert_to_tensor(list(texts[i:i + batch_size]), tf.string)
+            ids = self._tokenizer.tokenize(chunk)
+            while isinstance(ids, tf.RaggedTensor) and ids.ragged_rank > 1:
+                ids = ids.merge_dims(1, 2)
+            out.append(ids.row_lengths().numpy().astype(np.int64) + extra)
+        return np.concatenate(out) if out else np.zeros([0], np.int64)
+
     def tokenize(self, texts) -> tf.Tensor:
         """Tokenizes texts for prediction, exactly as the datasets do.
 
