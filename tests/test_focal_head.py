@@ -219,7 +219,6 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        _head_standin.install()
     if sys.argv[1] == "keras3":
         import keras as k
         import fusedfocal.keras as mod
