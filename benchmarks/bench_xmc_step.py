@@ -6,8 +6,7 @@ The step and its providers live in ``benchmarks/_xmc_step.py``. Here:
 
 * timing: the three providers' steps in interleaved rounds in one process
   (``Interleaved``, order rotated every round), graph and XLA, medians;
-* memory: peak RSS above the resting model (weights + Adam slots), one fresh
-  subprocess per (provider, mode, configuration), see ``_xmc_step.py``.
+* memory: ``benchmarks/xmc_grid.py`` (one fresh process per cell).
 
 Plain ``pytest`` (CI): one tiny configuration, one round, and the fused
 step's loss equals the unfused one. ``pytest benchmarks/bench_xmc_step.py
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -41,42 +39,54 @@ def _configs(full):
     return FULL if full else SMOKE
 
 
-def peak_memory(provider, mode, cfg, **kw):
-    """The worker's JSON for one fresh subprocess (None if it failed)."""
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "_xmc_step.py"),
-           provider, mode, str(cfg["C"]), str(cfg["H"]), str(cfg["B"]), "--steps", "2"]
-    for k, v in kw.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0")  # plain allocator: see _xmc_step.py
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    return json.loads(lines[-1]) if lines else None
-
-
-@pytest.mark.parametrize("mode", ["xla", "graph"])
-@pytest.mark.parametrize("cfg", _configs(True), ids=lambda c: f"C{c['C']}-H{c['H']}-B{c['B']}")
-def test_xmc_step(mode, cfg, benchmark, run_benchmark, full_benchmark, interleaved):
+def interleaved_steps(cfg, mode, rounds, interleaved_cls, run=None):
+    """Builds the three providers' steps at ``cfg`` and times them in
+    interleaved rounds; returns ``(stats, first_losses)``."""
     import tensorflow as tf
 
-    if not full_benchmark:
-        if cfg != FULL[0]:
-            pytest.skip("full grid only under --benchmark")
-        cfg = SMOKE[0]
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(0, 1, (cfg["B"], cfg["H"])).astype(np.float32))
     ids = tf.constant(xs.make_ids(cfg["B"], cfg["C"]))
     steps = {p: xs.build(p, mode, cfg["C"], cfg["H"], cfg["B"])[0] for p in PROVIDERS}
     first = {p: float(s(x, ids)) for p, s in steps.items()}  # trace + compile
-    # Same weights, same Adam state: the first losses agree to float32 rounding.
-    np.testing.assert_allclose(first["fused"], first["fusedfocal"], rtol=1e-5)
-    rounds = interleaved({p: (lambda s=s: float(s(x, ids))) for p, s in steps.items()})
-    run_benchmark(rounds.round, rounds=ROUNDS, warmup_rounds=1, mode=mode, **cfg)
-    stats = rounds.stats()
+    rounds_ = interleaved_cls({p: (lambda s=s: float(s(x, ids))) for p, s in steps.items()})
+    if run is None:
+        for _ in range(rounds + 1):
+            rounds_.round()
+    else:
+        run(rounds_.round)
+    stats = rounds_.stats()
     base = stats["fusedfocal"]["median_ms"]
     for p in stats:
         stats[p]["vs_fusedfocal"] = stats[p]["median_ms"] / base
-    benchmark.extra_info["interleaved"] = stats
-    if full_benchmark:
-        benchmark.extra_info["memory"] = {p: peak_memory(p, mode, cfg) for p in PROVIDERS}
     for p, s in steps.items():
         assert np.isfinite(float(s(x, ids))), p
+    return stats, first
+
+
+@pytest.mark.parametrize("mode", ["xla", "graph"])
+@pytest.mark.parametrize("cfg", _configs(True), ids=lambda c: f"C{c['C']}-H{c['H']}-B{c['B']}")
+def test_xmc_step(mode, cfg, benchmark, run_benchmark, full_benchmark, interleaved):
+    """Interleaved rounds of the three providers' steps. Memory is not measured
+    here (this process holds all three models, and oneDNN's pooled allocator
+    keeps every working set): ``benchmarks/xmc_grid.py`` measures it, one
+    fresh process per cell."""
+    if not full_benchmark:
+        if cfg != FULL[0]:
+            pytest.skip("full grid only under --benchmark")
+        cfg = SMOKE[0]
+    run = lambda fn: run_benchmark(fn, rounds=ROUNDS, warmup_rounds=1, mode=mode, **cfg)  # noqa: E731
+    stats, first = interleaved_steps(cfg, mode, ROUNDS, interleaved, run)
+    # Same weights, same Adam state: the first losses agree to float32 rounding.
+    np.testing.assert_allclose(first["fused"], first["fusedfocal"], rtol=1e-5)
+    benchmark.extra_info["interleaved"] = stats
+
+
+if __name__ == "__main__":
+    # ``python benchmarks/bench_xmc_step.py C H B MODE [ROUNDS]``: one cell, one JSON line.
+    from conftest import Interleaved
+
+    c, h, b, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    n = int(sys.argv[5]) if len(sys.argv) > 5 else ROUNDS
+    stats, first = interleaved_steps(dict(C=c, H=h, B=b), mode, n, Interleaved)
+    print(json.dumps(dict(C=c, H=h, B=b, mode=mode, rounds=n, interleaved=stats, first_losses=first)), flush=True)

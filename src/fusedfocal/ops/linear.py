@@ -394,14 +394,23 @@ def _loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, ups
     factor = scale if upstream is None else scale * tf.cast(upstream, head.cdtype)
     rows_first = not (xla and _dynamic_update_slice() is not None)  # as _Collector stores them
 
-    def one(start, size):
+    def one(start, size, rows=rows_first):
         z, k = head.logits(start, size)
         y = labels.chunk(start, size, batch)
         loss, dz = elem(z, y, start, size)
         if not want_grads:
             return loss, None
         dz = dz * factor
-        return loss, head.grads(dz, k, rows_first=rows_first)
+        return loss, head.grads(dz, k, rows_first=rows)
+
+    if n_full == 1 and not tail:  # one chunk: no loop, no gradient buffer to fill
+        loss, grads = one(0, chunk, rows=False)
+        if grads is None:
+            return loss, None
+        dx, dk, db = grads
+        dk = tf.cast(dk, head.kernel.dtype) if dk.dtype != head.kernel.dtype else dk
+        bias_dtype = head.bias.dtype if head.bias is not None else head.cdtype
+        return loss, (dx, dk, tf.cast(db, bias_dtype))
 
     loss0 = tf.zeros([], tf.float64)
     if not want_grads:
