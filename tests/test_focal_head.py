@@ -1,9 +1,8 @@
 """FocalHead / FocalHeadModel in Keras 3 and tf_keras: fit with ragged label ids from tf.data,
 jit_compile, mixed precision, MirroredStrategy (2 logical CPUs), save/load, top-k predict.
 
-Until ``fusedfocal.ops.linear_focal_loss`` is merged from the issue19 branch, the ops are the dense
-test-only stand-ins of ``_head_standin`` (same signatures); with the real ops present the same tests
-run on them, and ``test_loss_matches_dense_reference`` becomes the parity check.
+On the real fused ops (``fusedfocal.ops.linear_focal_loss`` / ``linear_top_k``); a dense stand-in
+served until they were merged from the issue19 branch and is gone.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-import _head_standin
 import fusedfocal
 import fusedfocal.keras as k3
 import fusedfocal.legacy as tk
@@ -30,11 +28,6 @@ from fusedfocal import data, metrics_xmc
 
 FLAVOURS = {"keras3": (keras, k3), "tf_keras": (tf_keras, tk)}
 C = 300
-
-
-@pytest.fixture(autouse=True)
-def ops(monkeypatch):
-    _head_standin.install(monkeypatch)
 
 
 @pytest.fixture(params=sorted(FLAVOURS))
@@ -226,8 +219,6 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import _head_standin
-    _head_standin.install()
     if sys.argv[1] == "keras3":
         import keras as k
         import fusedfocal.keras as mod

@@ -57,3 +57,12 @@ def test_encode_multi_hot_and_unknown():
 def test_duplicate_names_rejected():
     with pytest.raises(ValueError, match="unique"):
         LabelVocab(["a", "a"], [1, 1], 2)
+
+
+def test_encode_ids_matches_multi_hot():
+    vocab = LabelVocab.build([["b", "a"], ["a"], ["c", "a", "b"]])
+    lists = [["c", "a", "a"], [], ["zzz", "b"]]
+    ids = vocab.encode_ids(lists)
+    multi_hot, _ = vocab.encode(lists)
+    assert [r.tolist() for r in ids] == [np.flatnonzero(row).tolist() for row in multi_hot]
+    assert all(r.dtype == np.int64 for r in ids) and ids[1].size == 0

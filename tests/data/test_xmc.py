@@ -94,3 +94,16 @@ def test_splits_through_the_pipeline_as_label_ids():
     assert isinstance(y, tf.RaggedTensor) and y.dtype == tf.int32 and y.shape.as_list() == [16, None]
     names = pipe.label_vocab.labels
     assert [sorted(names[i] for i in row) for row in y.to_list()] == [sorted(r) for r in ty[:16]]
+
+
+def test_label_vocab_of_every_label_in_id_order(small):
+    from fusedfocal.data import xmc_label_vocab
+
+    _, names = synthetic_xmc_corpus(**SMALL)
+    vocab = xmc_label_vocab(names, SMALL["num_labels"])
+    assert len(vocab) == SMALL["num_labels"] and vocab.num_docs == SMALL["num_docs"]
+    assert vocab.labels[:2] == ["label_0000", "label_0001"]
+    np.testing.assert_array_equal(vocab.counts, np.bincount(np.concatenate(small[1]), minlength=SMALL["num_labels"]))
+    assert [r.tolist() for r in vocab.encode_ids(names[:50])] == [r.tolist() for r in small[1][:50]]
+    with pytest.raises(ValueError, match=r"`label_lists`.*Received: 'label_9999'"):
+        xmc_label_vocab([["label_9999"]], 100)

@@ -24,7 +24,7 @@ from fusedfocal.data._paths import REUTERS_ENV, reuters_dir
 from fusedfocal.data._pipeline import TextPipeline
 from fusedfocal.data._readers import Example, ReadStats, infer_format, read_records, resolve_paths, write_tfrecord
 from fusedfocal.data._synthetic import synthetic_corpus, synthetic_splits, write_jsonl
-from fusedfocal.data._xmc import synthetic_xmc_corpus, synthetic_xmc_splits, xmc_label_names
+from fusedfocal.data._xmc import synthetic_xmc_corpus, synthetic_xmc_splits, xmc_label_names, xmc_label_vocab
 from fusedfocal.data._wordpiece import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID,
                                         build_wordpiece_vocab, load_vocab, save_vocab)
 
@@ -33,5 +33,5 @@ __all__ = [
     "SEP_ID", "SPECIAL_TOKENS", "TextPipeline", "UNK_ID", "build_wordpiece_vocab", "infer_format",
     "load_vocab", "read_records", "resolve_paths", "reuters_dir", "save_vocab", "synthetic_corpus",
     "synthetic_splits", "synthetic_xmc_corpus", "synthetic_xmc_splits", "write_jsonl", "write_tfrecord",
-    "xmc_label_names",
+    "xmc_label_names", "xmc_label_vocab",
 ]

@@ -140,6 +140,14 @@ class LabelVocab:
                     out[row, j] = 1.0
         return out, unknown
 
+    def encode_ids(self, label_lists: Iterable[Sequence[str]]) -> list[np.ndarray]:
+        """Label names -> sorted, unique class ids per document (int64 arrays); unknown names are
+        dropped. The ragged form of :meth:`encode`, for large label spaces and
+        :mod:`fusedfocal.metrics_xmc`."""
+        index = self.index
+        return [np.unique(np.fromiter((index[n] for n in labels if n in index), np.int64))
+                for labels in label_lists]
+
     def unknown(self, label_lists: Iterable[Sequence[str]]) -> collections.Counter:
         """Counts label names (occurrences) that are not in the vocabulary."""
         return collections.Counter(n for labels in label_lists for n in labels if n not in self.index)
