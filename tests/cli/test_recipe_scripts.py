@@ -1,5 +1,5 @@
 """The Reuters recipe scripts (``scripts/reuters_*.sh``) cannot rot: the ``fusedfocal compare`` line of
-each one parses with today's flags, and the settings the README's tables quote are the ones it runs.
+each one parses with today's flags, and the settings the README and docs/results.md quote are the ones it runs.
 (Running them needs the research-only Reuters data and minutes; ``test_ngram_recipe.py`` and
 ``test_optimizer.py`` train their recipes on the tiny synthetic corpus.)"""
 
