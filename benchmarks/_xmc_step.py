@@ -52,12 +52,8 @@ ALPHA, GAMMA = 0.25, 2.0
 LABELS_PER_ROW = 8  # padded id width; about 5 positives a row (as the synthetic XMC corpus)
 
 
-def _status(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    raise KeyError(key)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _peak_mem import _status  # noqa: E402  (one reader of /proc/self/status for both workers)
 
 
 def _watchdog(limit_bytes, start):

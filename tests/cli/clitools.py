@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,3 +27,17 @@ def cli_subprocess(*argv, env=None, timeout=240, **kw):
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "fusedfocal", *map(str, argv)], env=full_env, timeout=timeout,
                           capture_output=True, text=True, **kw)
+
+
+def final_files(run):
+    """What a finished run folder must hold identically to an uninterrupted run: metrics.json,
+    epochs.jsonl, thresholds.json and the vocabularies (wall-clock seconds left out)."""
+    m = json.loads((run / "metrics.json").read_text())
+    m.pop("train_seconds")
+    for e in m["epochs"]:
+        e.pop("seconds")
+    epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    for e in epochs:
+        e.pop("seconds")
+    return {"metrics": m, "thresholds": (run / "thresholds.json").read_text(), "epochs": epochs,
+            "vocab": (run / "wordpiece_vocab.txt").read_text() + (run / "label_vocab.json").read_text()}

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from clitools import FAST, cli, cli_subprocess
+from clitools import FAST, cli, cli_subprocess, final_files
 
 from fusedfocal.cli import rundir
 from fusedfocal.cli.rundir import InjectedFault
@@ -45,28 +45,15 @@ def _faulted(monkeypatch, point, fn):
     monkeypatch.delenv(rundir.FAULT_ENV)
 
 
-def _final_files(run):
-    """What must be identical to an uninterrupted run (wall-clock seconds left out)."""
-    m = json.loads((run / "metrics.json").read_text())
-    m.pop("train_seconds")
-    for e in m["epochs"]:
-        e.pop("seconds")
-    epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
-    for e in epochs:
-        e.pop("seconds")
-    return {"metrics": m, "thresholds": (run / "thresholds.json").read_text(), "epochs": epochs,
-            "vocab": (run / "wordpiece_vocab.txt").read_text() + (run / "label_vocab.json").read_text()}
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
     assert _train(tiny_data, out) == 0
-    return _final_files(out)
+    return final_files(out)
 
 
 def _check_complete(run, reference):
-    got = _final_files(run)
+    got = final_files(run)
     assert [e["epoch"] for e in got["epochs"]] == list(range(1, EPOCHS + 1))  # each epoch exactly once
     assert [e["epoch"] for e in got["metrics"]["epochs"]] == list(range(1, EPOCHS + 1))
     assert len(got["metrics"]["history"]["loss"]) == EPOCHS

@@ -13,7 +13,7 @@ import json
 import signal
 
 import pytest
-from clitools import FAST, cli, cli_subprocess
+from clitools import FAST, cli, cli_subprocess, final_files
 
 from fusedfocal.cli import rundir
 
@@ -22,22 +22,11 @@ pytestmark = pytest.mark.slow
 FLAGS = FAST + ["--loss", "bce", "--deterministic", "--seed", "4"]  # dropout stays on: its RNG state resumes
 
 
-def _final(run):
-    m = json.loads((run / "metrics.json").read_text())
-    m.pop("train_seconds")
-    for e in m["epochs"]:
-        e.pop("seconds")
-    epochs = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
-    for e in epochs:
-        e.pop("seconds")
-    return {"metrics": m, "epochs": epochs, "thresholds": (run / "thresholds.json").read_text()}
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
     assert cli("train", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", out, *FLAGS) == 0
-    return _final(out)
+    return final_files(out)
 
 
 def _signalled(tiny_data, run, point, action):
@@ -67,7 +56,7 @@ def test_sigterm_checkpoints_exits_143_and_resumes_as_uninterrupted(point, where
     r = cli_subprocess("train", "--out", run, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"Resuming {run} {where}" in r.stderr
-    assert _final(run) == reference  # same epochs.jsonl, metrics.json (losses included), thresholds
+    assert final_files(run) == reference  # same epochs.jsonl, metrics.json (losses included), thresholds
 
 
 def test_sigint_exits_130_after_a_checkpoint(tiny_data, tmp_path, capsys):
@@ -90,4 +79,4 @@ def test_second_signal_exits_at_once_leaving_the_previous_checkpoint(tiny_data, 
     assert not [p for p in (run / "backup").iterdir() if ".tmp" in p.name]
     r = cli_subprocess("train", "--out", run, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _final(run) == reference
+    assert final_files(run) == reference

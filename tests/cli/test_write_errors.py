@@ -15,7 +15,7 @@ import subprocess
 import uuid
 
 import pytest
-from clitools import FAST, cli, cli_subprocess
+from clitools import FAST, cli, cli_subprocess, final_files
 
 from fusedfocal.cli import rundir
 
@@ -28,19 +28,11 @@ def _train(tiny_data, out, *extra):
     return cli("train", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", out, *FLAGS, *extra)
 
 
-def _final(run):
-    m = json.loads((run / "metrics.json").read_text())
-    m.pop("train_seconds")
-    for e in m["epochs"]:
-        e.pop("seconds")
-    return m, (run / "thresholds.json").read_text()
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "run"
     assert _train(tiny_data, out) == 0
-    return _final(out)
+    return final_files(out)
 
 
 # (fault point, operation named in the message, newest checkpoint left)
@@ -80,7 +72,7 @@ def test_write_error_at_each_site_then_resume(point, operation, newest, tiny_dat
         assert _train(tiny_data, run, "--overwrite") == 0
     else:
         assert cli("train", "--out", run, "--resume") == 0
-    assert _final(run) == reference and not (run / "backup").exists()
+    assert final_files(run) == reference and not (run / "backup").exists()
 
 
 @pytest.mark.parametrize("name", ["EDQUOT", "EROFS", "EACCES"])
@@ -132,6 +124,6 @@ def test_real_full_disk_exits_4_then_resumes(space_check, tiny_data, tmp_path, r
         (mount / "filler").unlink()
         r = cli_subprocess("train", "--out", run, "--resume")
         assert r.returncode == 0, r.stderr[-3000:]
-        assert _final(run) == reference
+        assert final_files(run) == reference
     finally:
         subprocess.run(["umount", str(mount)], capture_output=True)

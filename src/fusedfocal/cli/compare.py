@@ -184,11 +184,23 @@ def _warning_md(warnings):
     return (["**Can this comparison be trusted?**", ""] + [f"- {w}" for w in warnings] + [""]) if warnings else []
 
 
-def _print_warnings(warnings):
+def _print_table(title, labels_text, eval_text, group_text, table, warnings, legend):
+    """The printed head of a comparison: what was compared, the table, the trust notes, the legend."""
+    print()
+    print(title)
+    print(f"{labels_text}.")
+    print(f"{eval_text}; '*' marks the best value per column.")
+    print(f"Label groups by training documents: {group_text}".rstrip())
+    print()
+    print(table)
+    print()
     for w in warnings:
         print(f"WARNING: {w}")
     if warnings:
         print()
+    print("Columns:")
+    print(legend)
+    print()
 
 
 def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
@@ -279,18 +291,7 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
                "diverged": list(diverged), "warnings": warnings}
     report.write_json(out / rundir.COMPARISON_JSON, payload)
 
-    print()
-    print(title)
-    print(f"{labels_text}.")
-    print(f"{eval_text}; '*' marks the best value per column.")
-    print(f"Label groups by training documents: {group_text}. {note_empty}".rstrip())
-    print()
-    print(table)
-    print()
-    _print_warnings(warnings)
-    print("Columns:")
-    print(legend)
-    print()
+    _print_table(title, labels_text, eval_text, f"{group_text}. {note_empty}", table, warnings, legend)
     print("micro-F1 / macro-F1 at 0.5 | global tuned | per-label tuned thresholds:")
     for c in f1_rows:
         print(f"  {c[0]:<28} {c[1]:>5} / {c[2]:<5} | {c[3]:>5} / {c[4]:<5} | {c[5]:>5} / {c[6]:<5} "
@@ -341,18 +342,7 @@ def write_fused_comparison(args, prep, results, out, wall, labels_text, diverged
         "wall_seconds": round(wall, 1),
         "results": [{k: v for k, v in r.items() if not k.startswith("_")} for r in results],
         "diverged": list(diverged), "warnings": warnings})
-    print()
-    print(title)
-    print(f"{labels_text}.")
-    print(f"{eval_text}; '*' marks the best value per column.")
-    print(f"Label groups by training documents: {group_text}.")
-    print()
-    print(table)
-    print()
-    _print_warnings(warnings)
-    print("Columns:")
-    print(legend)
-    print()
+    _print_table(title, labels_text, eval_text, f"{group_text}.", table, warnings, legend)
     print("\n".join(timing))
     print()
     if diverged:

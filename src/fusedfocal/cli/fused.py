@@ -238,8 +238,7 @@ def run_result(args, prep, model, loss_name, loss_params, records, *, selection,
     """The ``metrics.json`` of a fused run: the top-k metrics on the evaluation split (and on
     validation), with the same bookkeeping as :func:`fusedfocal.cli.results.run_result`."""
     from fusedfocal.cli import metrics as ev
-    from fusedfocal.cli.lossargs import loss_label
-    from fusedfocal.cli.results import history_keys
+    from fusedfocal.cli.results import history_keys, result_head
 
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab
     groups, group_rule = ev.resolve_groups(args.groups, labels.counts)
@@ -253,13 +252,7 @@ def run_result(args, prep, model, loss_name, loss_params, records, *, selection,
         test_true, unknown = label_ids(labels, prep.test[1])
         metrics = top_k_metrics(predict_top_k(model, pipe, prep.test[0])[0], test_true, **kw)
     return {
-        "name": loss_label(loss_name, loss_params), "loss": loss_name, "head": "fused",
-        "loss_params": {k: v for k, (v, _) in loss_params.items()},
-        "data": prep.description, "eval_split": prep.eval_split,
-        "documents": {"fit": len(prep.fit[0]), "validation": len(prep.val[0]), "eval": len(prep.test[0])},
-        "labels": len(labels), "groups": {"boundaries": list(groups), "rule": group_rule, **{
-            k: int(len(v)) for k, v in ev.label_groups(labels.counts, groups).items()}},
-        "unknown_eval_labels": dict(unknown),
+        **result_head(prep, loss_name, loss_params, groups, group_rule, unknown), "head": "fused",
         "metrics": metrics, "validation_metrics": val_metrics,
         "propensities": {"a": 0.55, "b": 1.5, "counts": "label_vocab.json (every training document)",
                          "num_docs": labels.num_docs},

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fusedfocal.cli import metrics as ev
 from fusedfocal.cli.lossargs import loss_label
 
-__all__ = ["tune_on_validation", "run_result", "history_keys"]
+__all__ = ["tune_on_validation", "run_result", "result_head", "history_keys"]
 
 
 def tune_on_validation(model, prep):
@@ -47,13 +47,7 @@ def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores
     metrics = ev.all_metrics(test_scores, test_y, thresholds, **kw)
     epochs_log = list(records)  # every epoch exactly once, resumed runs included
     result = {
-        "name": loss_label(loss_name, loss_params), "loss": loss_name,
-        "loss_params": {k: v for k, (v, _) in loss_params.items()},
-        "data": prep.description, "eval_split": prep.eval_split,
-        "documents": {"fit": len(prep.fit[0]), "validation": len(prep.val[0]), "eval": len(prep.test[0])},
-        "labels": len(labels), "groups": {"boundaries": list(groups), "rule": group_rule, **{
-            k: int(len(v)) for k, v in ev.label_groups(labels.counts, groups).items()}},
-        "unknown_eval_labels": dict(unknown),
+        **result_head(prep, loss_name, loss_params, groups, group_rule, unknown),
         "thresholds": {"global": g, "per_class_fallbacks": len(thresholds["fallback_to_global"])},
         "metrics": metrics,
         "validation_metrics": {"global": ev.metrics_at(val_scores, val_y, g, **kw)["micro"]},
@@ -70,6 +64,21 @@ def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores
                      "jit_compile": jit_compile},
     }
     return result, test_scores, test_y
+
+
+def result_head(prep, loss_name, loss_params, groups, group_rule, unknown):
+    """The first fields of every run's ``metrics.json``, dense or fused head: the loss, the data, the
+    documents, the labels and their groups, and the evaluation labels the run does not know."""
+    labels = prep.pipeline.label_vocab
+    return {
+        "name": loss_label(loss_name, loss_params), "loss": loss_name,
+        "loss_params": {k: v for k, (v, _) in loss_params.items()},
+        "data": prep.description, "eval_split": prep.eval_split,
+        "documents": {"fit": len(prep.fit[0]), "validation": len(prep.val[0]), "eval": len(prep.test[0])},
+        "labels": len(labels), "groups": {"boundaries": list(groups), "rule": group_rule, **{
+            k: int(len(v)) for k, v in ev.label_groups(labels.counts, groups).items()}},
+        "unknown_eval_labels": dict(unknown),
+    }
 
 
 def history_keys(records):

@@ -250,37 +250,28 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
                 model.save(tmp)
         rundir.fault("after-model")
 
+    kw = dict(selection=selector.summary(), train_seconds=train_seconds,
+              replicas=strategy.num_replicas_in_sync, jit_compile=use_jit(args))
+    thresholds, scores = None, None
     if prep.head == "fused":  # top-k metrics, no thresholds (so no thresholds.json)
-        result = fused.run_result(args, prep, model, loss_name, loss_params, records, selection=selector.summary(),
-                                  train_seconds=train_seconds, replicas=strategy.num_replicas_in_sync,
-                                  jit_compile=use_jit(args))
-        if diverged is not None:
-            result["diverged"] = diverged
-        if chief:
-            report.write_json(run_dir / rundir.METRICS_FILE, result)
-            rundir.fault("after-metrics")
-            if diverged is not None:
-                rundir.write_json(run_dir / rundir.DIVERGED_FILE, diverged)
-        checkpoints.remove()
-        result["_scores"] = None
-        return result
-    # Thresholds on validation only; metrics on the evaluation split.
-    thresholds, val_scores, val_y = results.tune_on_validation(model, prep)
-    result, test_scores, test_y = results.run_result(
-        args, prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records,
-        selection=selector.summary(), train_seconds=train_seconds, replicas=strategy.num_replicas_in_sync,
-        jit_compile=use_jit(args))
+        result = fused.run_result(args, prep, model, loss_name, loss_params, records, **kw)
+    else:  # thresholds on validation only; metrics on the evaluation split
+        thresholds, val_scores, val_y = results.tune_on_validation(model, prep)
+        result, test_scores, test_y = results.run_result(
+            args, prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records, **kw)
+        scores = (test_scores, test_y)
     if diverged is not None:
         result["diverged"] = diverged
     if chief:
-        report.write_json(run_dir / rundir.THRESHOLDS_FILE, thresholds)
-        rundir.fault("after-thresholds")
+        if thresholds is not None:
+            report.write_json(run_dir / rundir.THRESHOLDS_FILE, thresholds)
+            rundir.fault("after-thresholds")
         report.write_json(run_dir / rundir.METRICS_FILE, result)
         rundir.fault("after-metrics")
         if diverged is not None:
             rundir.write_json(run_dir / rundir.DIVERGED_FILE, diverged)
     checkpoints.remove()  # the run is complete: metrics.json without backup/ marks it finished
-    result["_scores"] = (test_scores, test_y)
+    result["_scores"] = scores
     return result
 
 
