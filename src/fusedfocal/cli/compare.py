@@ -8,14 +8,14 @@ from pathlib import Path
 
 
 from fusedfocal.cli import metrics as ev
-from fusedfocal.cli import report, rundir, trust
+from fusedfocal.cli import report, rundir, settings, trust
 from fusedfocal.cli.errors import CLIError, RunEnded, log
 from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
 from fusedfocal.cli.prepare import prepare
 from fusedfocal.cli.runtime import make_strategy
 from fusedfocal.cli.train import diverged_info, ended, train_run
 
-DEFAULT_LOSSES = "bce,focal,asl,cb,db"
+DEFAULT_LOSSES = "bce,focal,asl,db,la"
 MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
              "per_class": "per-label thresholds tuned on the validation split",
              "0.5": "threshold 0.5"}
@@ -88,10 +88,19 @@ def cmd_compare(args):
     t_start = time.time()
     seeds = list(args.seeds or [args.seed])
     preps = {}
-    for seed in seeds:  # each seed has its own validation split; the WordPiece vocabulary is learnt once
-        first = preps[seeds[0]].pipeline.wordpiece_vocab if preps else None
-        preps[seed] = prepare(_with_seed(args, seed), wordpiece=first)
+    for seed in seeds:  # each seed has its own validation split; the vocabulary and settings are chosen once
+        first = preps[seeds[0]] if preps else None
+        args_s = _with_seed(args, seed)
+        preps[seed] = prepare(args_s, wordpiece=first.pipeline.wordpiece_vocab if first else None,
+                              warn_truncation=first is None)
+        if first is None:  # the settings chosen from the data hold for every seed
+            for name in settings.RESOLVED:
+                setattr(args, name, getattr(args_s, name))
     prep = preps[seeds[0]]
+    if args.resume and not prep.settings:
+        prep.settings = rundir.stored_settings(out)
+        for line in settings.block(prep.settings, stored=True):
+            log(line)
     fused.resolve_select(getattr(args, "select", None), prep.head)
     if prep.head == "fused" and not args.losses:  # --head auto chose it: its default losses
         specs = parse_loss_specs([fused.DEFAULT_LOSSES])
@@ -110,7 +119,7 @@ def cmd_compare(args):
         rundir.guard(out, rundir.COMPARE_FILES, resume=args.resume, overwrite=args.overwrite,
                      finished=rundir.COMPARISON_JSON)
         if not (args.resume and (out / rundir.CONFIG_FILE).exists()):
-            rundir.write_compare_config(out, args)
+            rundir.write_compare_config(out, args, prep.settings)
         per_loss = []
         k, total = 0, len(runs) * len(seeds)
         for name, tagged in runs:
@@ -134,7 +143,8 @@ def cmd_compare(args):
                         resume = args.resume and (run_dir / rundir.CONFIG_FILE).exists()
                         try:
                             per_seed.append(train_run(args_s, prep_s, name, tagged, run_dir, resume=resume,
-                                                      title=title + (" [resumed]" if resume else "")))
+                                                      title=title + (" [resumed]" if resume else ""),
+                                                      settings=prep.settings))
                         except RunEnded as e:
                             raise ended(e, run_dir, f"fusedfocal compare --resume --out {out}")
                 if per_seed[-1].get("diverged"):

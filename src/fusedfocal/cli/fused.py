@@ -143,7 +143,7 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
     if args.model == "ngram" and not (getattr(args, "ngram_hidden", 0) or 0):
         raise CLIError("--ngram-hidden", "expected > 0 with the fused head (the linear n-gram model's features are "
                                          "the whole n-gram vocabulary); received 0")
-    fit_ids = pipe.tokenize(prep.fit[0]).numpy() if args.model == "ngram" else None
+    fit_ids = prep.fit_ids() if args.model == "ngram" else None
     encoder = models.build_model(args.model, vocab_size=len(pipe.wordpiece_vocab), num_labels=pipe.num_labels,
                                  max_length=args.max_length, embed_dim=args.embed_dim, filters=args.filters,
                                  layers=args.layers, dropout=args.dropout, seed=args.seed, fit_ids=fit_ids,
@@ -263,6 +263,9 @@ def run_result(args, prep, model, loss_name, loss_params, records, *, selection,
                      "batch_size": args.batch_size, "optimizer": getattr(args, "optimizer", "adam"),
                      "learning_rate": args.learning_rate, "weight_decay": getattr(args, "weight_decay", 0.0),
                      "max_length": args.max_length, "truncated_training_documents": prep.truncation or None,
+                     "patience": getattr(args, "patience", None), "vocab_size": args.vocab_size,
+                     "vocab_tokens": len(prep.pipeline.wordpiece_vocab),
+                     "chosen": {k: s.source for k, s in (prep.settings or {}).items()},
                      "seed": args.seed, "deterministic": args.deterministic,
                      "strategy": args.strategy, "replicas": replicas, "mixed_precision": args.mixed_precision,
                      "jit_compile": jit_compile},

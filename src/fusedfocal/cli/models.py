@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from fusedfocal.cli import ngram as _ngram  # noqa: F401  (registers NgramBag for load_model)
+from fusedfocal.cli import optim as _optim  # noqa: F401  (registers FusedAdam for load_model)
 from fusedfocal.cli.priors import PRIOR_EPS, prior_initializer
 
 __all__ = ["MODELS", "build_model", "prior_logits", "predict_scores"]

@@ -147,17 +147,18 @@ class NgramBag(keras.layers.Layer):
         batch = tf.shape(ids)[0]
         v = self.vocab_size
         uni_ok = ids >= NUM_SPECIAL
-        pairs = tf_text.sliding_window(ids, 2, axis=-1)  # [B, T-1, 2]
-        a, b = pairs[..., 0], pairs[..., 1]
-        key = a * v + b
-        keys = tf.convert_to_tensor(self.bigram_keys)
-        pos = tf.minimum(tf.searchsorted(keys, tf.reshape(key, [-1]), side="left"), tf.size(keys) - 1)
-        pos = tf.reshape(pos, tf.shape(key))
-        found = (a > 0) & (b > 0) & (tf.gather(keys, pos) == key)
-        if not self.num_bigrams:
-            found = tf.zeros_like(found)
-        feats = tf.concat([ids, v + tf.cast(pos, tf.int32)], axis=1)
-        ok = tf.concat([uni_ok, found], axis=1)
+        if self.num_bigrams:
+            pairs = tf_text.sliding_window(ids, 2, axis=-1)  # [B, T-1, 2]
+            a, b = pairs[..., 0], pairs[..., 1]
+            key = a * v + b
+            keys = tf.convert_to_tensor(self.bigram_keys)
+            pos = tf.minimum(tf.searchsorted(keys, tf.reshape(key, [-1]), side="left"), tf.size(keys) - 1)
+            pos = tf.reshape(pos, tf.shape(key))
+            found = (a > 0) & (b > 0) & (tf.gather(keys, pos) == key)
+            feats = tf.concat([ids, v + tf.cast(pos, tf.int32)], axis=1)
+            ok = tf.concat([uni_ok, found], axis=1)
+        else:  # unigrams only: no bigram keys to look up
+            feats, ok = ids, uni_ok
         rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(feats))
         nf = tf.constant(self.num_features, tf.int64)
         flat = tf.boolean_mask(tf.cast(rows, tf.int64) * nf + tf.cast(feats, tf.int64), ok)

@@ -111,13 +111,15 @@ def _add_train_flags(p):
     g.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other loss parameter, repeatable (e.g. --loss-param map_mu=0.9)")
     m = p.add_argument_group("model and optimisation")
-    m.add_argument("--model", default="cnn", choices=["cnn", "fasttext", "transformer", "ngram"],
-                   help="text model (default: cnn: embedding + 1-D convolutions of widths 1-3 + max pool; "
-                        "ngram: TF-IDF unigrams + bigrams and a linear or one-hidden-layer head)")
-    m.add_argument("--ngram-hidden", type=_nonnegative_int, default=0, metavar="UNITS",
-                   help="ngram: hidden units (default 0: a linear model)")
-    m.add_argument("--ngram-bigrams", type=_nonnegative_int, default=50000, metavar="K",
-                   help="ngram: bigram vocabulary, the K bigrams in most training documents (default 50000; 0: "
+    m.add_argument("--model", default=None, choices=["cnn", "fasttext", "transformer", "ngram"],
+                   help="text model: cnn (embedding + 1-D convolutions of widths 1-3 + max pool), ngram (TF-IDF "
+                        "WordPiece unigrams, optionally bigrams, and a one-hidden-layer or linear head), fasttext "
+                        "or transformer (default: from the data: ngram when the 95th percentile of tokens per "
+                        "training document is above 256, else cnn)")
+    m.add_argument("--ngram-hidden", type=_nonnegative_int, default=None, metavar="UNITS",
+                   help="ngram: hidden units (default 256; 0: a linear model, trained with SGD by default)")
+    m.add_argument("--ngram-bigrams", type=_nonnegative_int, default=None, metavar="K",
+                   help="ngram: bigram vocabulary, the K bigrams in most training documents (default 0: "
                         "unigrams only)")
     m.add_argument("--ngram-weighting", default="tfidf", choices=["tfidf", "logcount"],
                    help="ngram: (1 + log tf) * idf or log(1 + tf), L2-normalised (default tfidf)")
@@ -127,8 +129,9 @@ def _add_train_flags(p):
     m.add_argument("--dropout", type=_fraction, default=0.2, help="dropout before the logits (default 0.2)")
     m.add_argument("--no-prior-bias", dest="prior_bias", action="store_false",
                    help="start the logits' bias at 0 instead of log(prior / (1 - prior))")
-    m.add_argument("--epochs", type=_positive_int, default=5,
-                   help="most training epochs (default 5); --select keeps the best epoch's weights")
+    m.add_argument("--epochs", type=_positive_int, default=None,
+                   help="most training epochs (default: about 1200 optimizer steps, within [3, 20]); early "
+                        "stopping (--patience) ends a run sooner and --select keeps the best epoch's weights")
     m.add_argument("--head", default="auto", choices=["auto", "dense", "fused"],
                    help="the classifier head: dense (a Dense logits layer and any loss; thresholds, F1) or fused "
                         "(fusedfocal.keras.FocalHead: the loss fused with the classifier, never [batch, labels], "
@@ -140,22 +143,30 @@ def _add_train_flags(p):
                    help="the epoch whose weights are kept: best validation macro-F1 at the tuned global threshold "
                         "(the dense head's default), micro-F1, P@1 (the fused head's default), nDCG@5 (fused), "
                         "lowest validation loss, or the last epoch")
-    m.add_argument("--patience", type=_nonnegative_int, default=3,
+    m.add_argument("--patience", type=_nonnegative_int, default=None,
                    help="stop after this many epochs without a better --select score (default 3; 0: never stop "
                         "early)")
-    m.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (default 32)")
-    m.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
-                   help="adam (default) or sgd (momentum 0.9). SGD suits the linear n-gram model: Adam's "
-                        "per-weight step sizes let rare n-grams memorise the training set")
-    m.add_argument("--learning-rate", type=_positive_float, default=2e-3,
-                   help="learning rate (default 2e-3; the losses average over labels, so SGD needs about "
-                        "as many times more as there are labels)")
+    m.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="global batch size (default: the model's, 32; ngram 64)")
+    m.add_argument("--optimizer", default=None, choices=["adam", "sgd"],
+                   help="adam or sgd (momentum 0.9) (default: the model's, adam; the linear n-gram model sgd, "
+                        "whose small steps on rare n-grams keep it from memorising the training set)")
+    m.add_argument("--learning-rate", type=_positive_float, default=None,
+                   help="learning rate (default: the model's: adam 2e-3, ngram 0.01, sgd 0.33). The training "
+                        "loss is summed over labels and averaged over documents, so a rate does not depend "
+                        "on the number of labels")
+    m.add_argument("--adam-epsilon", type=_positive_float, default=None, metavar="EPS",
+                   help="Adam's epsilon (default: the model's: 1e-7, Keras' default; ngram 9e-6, which damps the "
+                        "steps of rare n-grams)")
     m.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, metavar="WD",
                    help="decoupled weight decay: each step multiplies every weight by 1 - lr * WD (default 0: "
                         "none)")
-    m.add_argument("--max-length", type=_max_length, default=128,
-                   help="token ids per document, [CLS]/[SEP] included (default 128)")
-    m.add_argument("--vocab-size", type=_vocab_size, default=8000, help="WordPiece vocabulary size (default 8000)")
+    m.add_argument("--max-length", type=_max_length, default=None,
+                   help="token ids per document, [CLS]/[SEP] included (default: the 95th percentile of the "
+                        "training documents' tokens, rounded up to a multiple of 32 within [32, 512])")
+    m.add_argument("--vocab-size", type=_vocab_size, default=None,
+                   help="largest WordPiece vocabulary (default 30000: the learner keeps every piece seen at "
+                        "least 5 times, so the corpus sets the size)")
     m.add_argument("--val-size", type=_val_size,
                    help="documents held out from the training data to tune thresholds: a fraction or a "
                         "count (default: 1000 when there are >= 5000 training documents, as Huang et al. "
@@ -209,7 +220,7 @@ def build_parser():
                                    "write comparison.md, comparison.json and plots into --out.")
     c.add_argument("--losses", action="append", metavar="SPEC",
                    help="comma-separated losses, each optionally with parameters: "
-                        "'bce,focal:gamma=2,alpha=0.25,asl,cb,db' (default bce,focal,asl,cb,db); repeatable")
+                        "'bce,focal:gamma=2,alpha=0.25,asl,cb,db' (default bce,focal,asl,db,la: cb, the weakest in every measured run, is left out); repeatable")
     c.add_argument("--out", default="runs/compare", metavar="DIR", help="output folder (default runs/compare)")
     c.add_argument("--resume", action="store_true",
                    help="continue an interrupted comparison in --out with its stored settings: finished losses "

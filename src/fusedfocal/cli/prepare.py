@@ -86,9 +86,29 @@ class Prepared:
     description: str
     head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.fused.resolve_head of --head)
     truncation: dict = dataclasses.field(default_factory=dict)  # see truncation_report
+    settings: dict = dataclasses.field(default_factory=dict)  # {name: settings.Setting}, see settings.resolve
+
+    def fit_ids(self):
+        """The fit split's token ids ``int32 [N, max_length]`` (numpy), tokenized once for every
+        loss trained on this preparation (the n-gram model's statistics)."""
+        if getattr(self, "_fit_ids", None) is None:
+            self._fit_ids = self.pipeline.tokenize(self.fit[0]).numpy()
+        return self._fit_ids
 
 
-def prepare(args, run_dir=None, wordpiece=None):
+def _config(args, head):
+    """The pipeline's config. Static shapes: every batch padded to max_length (XLA compiles one
+    program per input shape, and replicas of a distributed run then see the same padding as a
+    single-device run). The fused head reads label ids padded with -1 (a static [B, L]), never
+    multi-hot [B, C]."""
+    from fusedfocal import data
+
+    return data.PipelineConfig(max_length=args.max_length, batch_size=args.batch_size,
+                               vocab_size=args.vocab_size, seed=args.seed, deterministic=args.deterministic,
+                               fixed_shape=True, label_format="padded_ids" if head == "fused" else "multi_hot")
+
+
+def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_truncation=True):
     """Reads the data, holds out validation, builds (or, from ``run_dir``, loads) the vocabularies.
 
     The WordPiece vocabulary is learnt from every training document (validation included; it reads
@@ -123,14 +143,14 @@ def prepare(args, run_dir=None, wordpiece=None):
     from fusedfocal.cli import fused
 
     head = fused.resolve_head(getattr(args, "head", None), len(label_vocab), getattr(args, "fused_head_above", None))
-    # Static shapes: every batch padded to max_length (XLA compiles one program per input shape, and
-    # replicas of a distributed run then see the same padding as a single-device run). The fused
-    # head reads label ids padded with -1 (a static [B, L]), never multi-hot [B, C].
-    config = data.PipelineConfig(max_length=args.max_length, batch_size=args.batch_size,
-                                 vocab_size=args.vocab_size, seed=args.seed, deterministic=args.deterministic,
-                                 fixed_shape=True, label_format="padded_ids" if head == "fused" else "multi_hot")
+    # The settings not given (vocabulary size, model, max length, the model's optimizer, rate and
+    # batch size, epochs) are chosen from the data here (fusedfocal.cli.settings), before the
+    # pipeline's shapes are fixed; a resumed run has them all from its config.json already.
+    from fusedfocal.cli import settings as st
+
+    chosen = {}
     if run_dir is not None and (Path(run_dir) / rundir.LABEL_VOCAB_FILE).exists():
-        pipeline = data.TextPipeline.from_directory(config, run_dir)
+        pipeline = data.TextPipeline.from_directory(_config(args, head), run_dir)
         if pipeline.label_vocab.labels != label_vocab.labels:
             stored = pipeline.label_vocab.labels
             missing = sorted(set(stored) - set(label_vocab.labels))
@@ -140,12 +160,23 @@ def prepare(args, run_dir=None, wordpiece=None):
                 f"{len(stored)} labels as in {Path(run_dir) / rundir.LABEL_VOCAB_FILE}; received {len(label_vocab)} "
                 f"labels (missing: {missing[:8]}, new: {new[:8]}, or a different frequency order)"))
     else:
+        unresolved = any(getattr(args, k, None) is None for k in st.RESOLVED)
+        chosen = st.resolve_vocab(args) if unresolved else {}
         if wordpiece is None:
             t0 = time.time()
             wordpiece = data.build_wordpiece_vocab(texts, args.vocab_size, seed=0)
             log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(texts)} training documents "
                 f"in {time.time() - t0:.1f}s")
-        pipeline = data.TextPipeline(config, wordpiece, label_vocab)
+        if unresolved:  # the token lengths of every training document fix the rest
+            probe = data.TextPipeline(data.PipelineConfig(max_length=st.MAX_LENGTH, vocab_size=args.vocab_size),
+                                      wordpiece, label_vocab)
+            chosen = st.resolve(args, probe.token_lengths(texts), documents=len(texts),
+                                vocab_tokens=len(wordpiece), num_labels=len(label_vocab),
+                                val_docs=len(val[0]), settings=chosen, head=head)
+            if not quiet_settings:
+                for line in st.block(chosen):
+                    log(line)
+        pipeline = data.TextPipeline(_config(args, head), wordpiece, label_vocab)
     # Documents per label in the fit split, from label ids (a multi-hot [N, C] would not fit for XMC).
     index = pipeline.label_vocab.index
     fit_ids = [index[n] for names in fit[1] for n in set(names) if n in index]
@@ -158,13 +189,14 @@ def prepare(args, run_dir=None, wordpiece=None):
             f"documents (all of theirs were held out for validation), so the model cannot learn them: "
             f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
             "more data avoids this.")
-    truncation = truncation_report(pipeline, fit[0], args.max_length)
+    truncation = truncation_report(pipeline, fit[0], args.max_length,
+                                   warn=warn_truncation and chosen.get("max_length", st.Setting(0, "flag", "")).source == "flag")
     return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
                     fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head,
-                    truncation=truncation)
+                    truncation=truncation, settings=chosen)
 
 
-def truncation_report(pipeline, texts, max_length):
+def truncation_report(pipeline, texts, max_length, warn=True):
     """How many training documents ``--max-length`` cuts, logged as a warning when any is cut:
     ``{"max_length", "documents", "truncated", "share", "median_tokens", "p95_tokens"}``."""
     lengths = pipeline.token_lengths(texts)
@@ -174,7 +206,7 @@ def truncation_report(pipeline, texts, max_length):
     rep = {"max_length": int(max_length), "documents": int(len(lengths)), "truncated": cut,
            "share": round(cut / len(lengths), 4), "median_tokens": int(np.median(lengths)),
            "p95_tokens": int(np.percentile(lengths, 95))}
-    if cut:
+    if cut and warn:
         log(f"warning: --max-length {max_length} truncates {cut} of {len(lengths)} training documents "
             f"({100 * rep['share']:.1f}%; WordPiece tokens per document: median {rep['median_tokens']}, 95th "
             f"percentile {rep['p95_tokens']}, longest {int(lengths.max())}); their tails are not read. A larger "

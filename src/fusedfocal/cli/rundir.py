@@ -67,7 +67,7 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
            "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
            "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience", "optimizer",
-           "weight_decay", "head", "fused_head_above")
+           "weight_decay", "head", "fused_head_above", "adam_epsilon")
 FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
 FAULT_ERRNO_ENV = "FUSEDFOCAL_FAULT_ERRNO"
@@ -344,21 +344,40 @@ def resume_args(subparser, argv, args):
     return subparser.parse_args(argv)
 
 
-def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description, head="dense"):
-    """``config.json`` of a run: its flags, its loss, its pipeline, its data and its head (``"dense"``
-    or ``"fused"``, as ``--head`` resolved on this data; ``evaluate`` and ``predict`` read it)."""
+def _settings_json(settings):
+    return {k: s.as_dict() for k, s in (settings or {}).items()}
+
+
+def stored_settings(folder):
+    """The ``{name: Setting}`` a run folder's ``config.json`` stored (``{}`` for an older one)."""
+    from fusedfocal.cli import settings as st
+
+    path = Path(folder) / CONFIG_FILE
+    try:
+        return st.from_config(json.loads(path.read_text()).get("settings"))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description, head="dense", settings=None):
+    """``config.json`` of a run: its flags (the chosen settings' values included), its loss, its
+    pipeline, its data, its head (``"dense"`` or ``"fused"``, as ``--head`` resolved on this data;
+    ``evaluate`` and ``predict`` read it) and ``settings``: each chosen setting with its source and
+    why (:mod:`fusedfocal.cli.settings`)."""
     import dataclasses
 
     write_json(Path(run_dir) / CONFIG_FILE, {
-        "fusedfocal_cli": 1, "args": stored_args(args), "head": head,
+        "fusedfocal_cli": 1, "args": stored_args(args), "head": head, "settings": _settings_json(settings),
         "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
         "pipeline": dataclasses.asdict(pipeline.config), "data": description})
 
 
-def write_compare_config(out, args):
-    """``config.json`` of a comparison: the train flags and ``--losses``, ``--threshold-mode``, ``--seeds``."""
+def write_compare_config(out, args, settings=None):
+    """``config.json`` of a comparison: the train flags and ``--losses``, ``--threshold-mode``,
+    ``--seeds``, and the settings chosen from the data (as in :func:`write_train_config`)."""
     write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
-        **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode, "seeds": args.seeds}})
+        **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode, "seeds": args.seeds},
+        "settings": _settings_json(settings)})
 
 
 def save_vocabularies(pipeline, run_dir):

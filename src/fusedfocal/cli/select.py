@@ -46,7 +46,8 @@ def validation_scores(model, pipeline, texts, y, predict_scores):
     if model.loss is not None:
         import tensorflow as tf
 
-        out["val_loss"] = float(model.loss(tf.constant(y, tf.float32), tf.constant(logits, tf.float32)))
+        # the training loss's scale: summed over labels (train.build compiles with loss_weights = C)
+        out["val_loss"] = float(model.loss(tf.constant(y, tf.float32), tf.constant(logits, tf.float32))) * y.shape[-1]
     return out
 
 

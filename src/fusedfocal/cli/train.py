@@ -48,7 +48,7 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
             return fused.build_model(args, prep, loss_name, loss_params, _optimizer(args), use_jit(args))
     pipe = prep.pipeline
     priors = prep.fit_counts / max(prep.fit_docs, 1)
-    fit_ids = pipe.tokenize(prep.fit[0]).numpy() if args.model == "ngram" else None  # bigram vocabulary, idf
+    fit_ids = prep.fit_ids() if args.model == "ngram" else None  # bigram vocabulary, idf
     with strategy.scope():
         model = models.build_model(args.model, vocab_size=len(pipe.wordpiece_vocab),
                                    num_labels=len(pipe.label_vocab), max_length=args.max_length, priors=priors,
@@ -61,24 +61,36 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
         loss, poison = stops.nan_fault_loss(loss, os.environ.get(rundir.FAULT_ENV))
         if poison is not None and fault_callbacks is not None:
             fault_callbacks.append(poison)
-        model.compile(optimizer=_optimizer(args), loss=loss, jit_compile=use_jit(args))
+        # The training loss is the loss of a document summed over its labels (the negative
+        # log-likelihood of its label vector), averaged over documents: the library's losses average
+        # over labels too, so the command line weights them by the label count. A label's gradient
+        # then does not shrink as labels are added, and an SGD rate does not depend on the label
+        # count (Adam's never did, but for its epsilon); the fused head sums the same way. The
+        # logged loss and val_loss are this sum.
+        model.compile(optimizer=_optimizer(args), loss=loss, loss_weights=float(pipe.num_labels),
+                      jit_compile=use_jit(args))
     return model
 
 
 def _optimizer(args):
-    """``--optimizer`` at ``--learning-rate`` (SGD with momentum 0.9), with Keras' decoupled
+    """``--optimizer`` at ``--learning-rate`` (SGD with momentum 0.9; Adam as
+    :class:`~fusedfocal.cli.optim.FusedAdam` with ``--adam-epsilon``), with Keras' decoupled
     ``weight_decay`` when ``--weight-decay`` > 0."""
     import keras
+
+    from fusedfocal.cli.optim import FusedAdam
 
     wd = float(getattr(args, "weight_decay", 0.0) or 0.0) or None
     if getattr(args, "optimizer", "adam") == "sgd":
         return keras.optimizers.SGD(args.learning_rate, momentum=0.9, weight_decay=wd)
-    return keras.optimizers.Adam(args.learning_rate, weight_decay=wd)
+    return FusedAdam(args.learning_rate, weight_decay=wd, epsilon=getattr(args, "adam_epsilon", None) or 1e-7)
 
 
 # ----------------------------------------------------------------------------- one run
-def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, title=None):
-    """Trains one model with one loss into ``run_dir``; returns the result dict (scores included)."""
+def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, title=None, settings=None):
+    """Trains one model with one loss into ``run_dir``; returns the result dict (scores included).
+    ``settings``: the settings chosen from the data (``{name: Setting}``; default ``prep.settings``),
+    stored in the run's ``config.json``."""
     import warnings
 
     import keras
@@ -98,7 +110,8 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     if chief:
         rundir.save_vocabularies(pipe, run_dir)
         if not resume or not (run_dir / rundir.CONFIG_FILE).exists():
-            rundir.write_train_config(run_dir, args, loss_name, loss_params, pipe, prep.description, prep.head)
+            rundir.write_train_config(run_dir, args, loss_name, loss_params, pipe, prep.description, prep.head,
+                                      prep.settings if settings is None else settings)
     checkpoints = ckpt.Checkpoints(work_dir)
     if not resume:
         (work_dir / rundir.EPOCHS_FILE).unlink(missing_ok=True)
@@ -147,7 +160,11 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         def train_data(first, skip=0):
             return epochs_dataset(first, skip=skip)
 
-        val_ds = pipe.dataset(*prep.val, training=False)
+        # The dense head's validation scores, val_loss included, come from the selector's one pass
+        # over the validation split (select.validation_scores); Keras' own validation pass would be
+        # a second one (and a traced test step per run). The fused head's selector scores top-k
+        # only, so Keras gives its val_loss.
+        val_ds = pipe.dataset(*prep.val, training=False) if prep.head == "fused" else None
     else:
         steps = len(fit_texts) // args.batch_size
         if steps < 1:
@@ -329,6 +346,12 @@ def cmd_train(args):
     if getattr(args, "head", None) in ("dense", "fused"):
         fused.resolve_select(getattr(args, "select", None), args.head)
     prep = prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
+    if args.resume and not prep.settings:
+        from fusedfocal.cli import settings as st
+
+        prep.settings = rundir.stored_settings(run_dir)
+        for line in st.block(prep.settings, stored=True):
+            log(line)
     # validate before anything is written
     fused.resolve_select(getattr(args, "select", None), prep.head)
     if prep.head == "fused":

@@ -1,0 +1,241 @@
+"""The resolve stage of ``train`` and ``compare``: every setting the user did not give, chosen by a
+stated rule from the data or from the model's own defaults.
+
+A flag given on the command line always wins. The others are chosen here, in this order, each from
+what the step before it fixed:
+
+1. ``--vocab-size``: an upper bound of :data:`VOCAB_CAP`; the WordPiece learner keeps every piece
+   seen at least 5 times in the training text, so the corpus sets the size below the cap.
+2. ``--model`` (from the WordPiece tokens per training document): ``ngram`` when the 95th
+   percentile is above :data:`LONG_DOCUMENT` tokens, else ``cnn``.
+3. ``--max-length``: that 95th percentile rounded up to a multiple of 32, within
+   [:data:`MIN_LENGTH`, :data:`MAX_LENGTH`].
+4. ``--optimizer``, ``--learning-rate``, ``--batch-size`` (and ``--ngram-hidden``,
+   ``--ngram-bigrams``): the model's defaults, :data:`MODEL_DEFAULTS`.
+5. ``--epochs``: about :data:`STEP_BUDGET` optimizer steps, within [:data:`MIN_EPOCHS`,
+   :data:`MAX_EPOCHS`]; early stopping (``--patience``) ends a run that stops improving.
+
+:func:`resolve_vocab` and :func:`resolve` record each choice as a :class:`Setting` (value, source,
+why); the run prints them in one block (:func:`block`) and stores them in ``config.json``, whose
+``args`` then hold the values, so ``--resume`` reuses them as they are. The rules and the
+measurements behind them are in ``docs/cli.md#settings-chosen-from-the-data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = ["Setting", "MODEL_DEFAULTS", "OPTIMIZER_RATES", "resolve_vocab", "resolve", "block", "RESOLVED",
+           "VOCAB_CAP", "LONG_DOCUMENT", "MIN_LENGTH", "MAX_LENGTH", "STEP_BUDGET", "MIN_EPOCHS", "MAX_EPOCHS",
+           "LENGTH_PERCENTILE"]
+
+VOCAB_CAP = 30000
+LENGTH_PERCENTILE = 95
+LONG_DOCUMENT = 256
+MIN_LENGTH, MAX_LENGTH, LENGTH_STEP = 32, 512, 32
+STEP_BUDGET = 1200
+MIN_EPOCHS, MAX_EPOCHS = 3, 20
+
+# What each model trains best with, as measured (docs/results.md): the CNN's on the built-in corpus,
+# the n-gram models' on Reuters-21578. The learning rates are for the command line's training loss,
+# the sum over labels (see train.build): Adam does not care, SGD's rate then does not depend
+# on the label count.
+MODEL_DEFAULTS = {
+    "cnn": {"optimizer": "adam", "learning_rate": 2e-3, "batch_size": 32},
+    "fasttext": {"optimizer": "adam", "learning_rate": 2e-3, "batch_size": 32},
+    "transformer": {"optimizer": "adam", "learning_rate": 2e-3, "batch_size": 32},
+    # Adam's epsilon 9e-6 (1e-7 x Reuters' 90 labels, what it amounted to when the loss averaged
+    # over them) damps the steps of rare n-grams, whose gradients are tiny: measured on Reuters,
+    # 52.5 macro-F1 with it and 51.3 with 1e-7 (docs/results.md).
+    "ngram": {"optimizer": "adam", "learning_rate": 1e-2, "batch_size": 64, "ngram_hidden": 256,
+              "ngram_bigrams": 0, "adam_epsilon": 9e-6},
+    # --ngram-hidden 0, the linear model: SGD keeps it near the small-norm solution as an SVM's
+    # solver does (Adam lets rare n-grams memorise the training set): 30 / 90 labels of the
+    # measured squared-hinge recipe, whose loss then averaged over Reuters' 90 labels.
+    "ngram-linear": {"optimizer": "sgd", "learning_rate": 0.33, "batch_size": 64},
+}
+# The rate of an optimizer the user chose against the model's default, when no rate is given.
+OPTIMIZER_RATES = {"adam": 2e-3, "sgd": 0.33}
+ADAM_EPSILON = 1e-7  # Keras' default
+MODEL_NOTES = {
+    "cnn": "the CNN's defaults",
+    "fasttext": "fastText's defaults (not tuned beyond the CNN's)",
+    "transformer": "the transformer's defaults (not tuned beyond the CNN's)",
+    "ngram": "the n-gram model's defaults (tuned on Reuters-21578)",
+    "ngram-linear": "the linear n-gram model's defaults: SGD, as a linear SVM's solver (tuned on Reuters-21578)",
+}
+
+# Shown in this order; the values end up in args and config.json.
+RESOLVED = ("model", "ngram_hidden", "ngram_bigrams", "max_length", "vocab_size", "optimizer", "learning_rate",
+            "adam_epsilon", "batch_size", "epochs", "patience")
+FLAGS = {k: "--" + k.replace("_", "-") for k in RESOLVED}
+
+
+@dataclasses.dataclass
+class Setting:
+    """One resolved setting: its value, where it came from (``"flag"``, ``"data"``, ``"model"`` or ``"default"``)
+    and why."""
+
+    value: object
+    source: str
+    why: str
+
+    def as_dict(self):
+        return {"value": self.value, "source": self.source, "why": self.why}
+
+
+def _given(args, name):
+    return getattr(args, name, None) is not None
+
+
+def resolve_vocab(args):
+    """``--vocab-size`` when not given: the cap, which the corpus undercuts. Sets ``args.vocab_size``;
+    returns ``{"vocab_size": Setting}`` (its ``why`` is completed by :func:`resolve` once the
+    vocabulary is learnt)."""
+    if _given(args, "vocab_size"):
+        return {"vocab_size": Setting(args.vocab_size, "flag", "given")}
+    args.vocab_size = VOCAB_CAP
+    return {"vocab_size": Setting(VOCAB_CAP, "data", f"an upper bound; the learner keeps every piece seen >= 5 times")}
+
+
+def _round_length(p):
+    return int(min(MAX_LENGTH, max(MIN_LENGTH, LENGTH_STEP * math.ceil(p / LENGTH_STEP))))
+
+
+def resolve(args, lengths, *, documents, vocab_tokens, num_labels, val_docs, settings=None, head="dense"):
+    """Resolves every setting of :data:`RESOLVED` still ``None`` on ``args``, in place.
+
+    Args:
+      args: The parsed flags (``None`` where not given).
+      lengths: WordPiece tokens of each training document ([CLS]/[SEP] included), int ``[N]``.
+      documents: Training documents (validation included).
+      vocab_tokens: Tokens the learnt (or stored) WordPiece vocabulary holds.
+      num_labels: Labels of the training data.
+      val_docs: Documents held out for validation (the rest is trained on).
+      settings: The :func:`resolve_vocab` result, completed here.
+      head: ``"dense"`` or ``"fused"`` (the fused head keeps Keras' Adam epsilon, as measured).
+
+    Returns:
+      ``{name: Setting}`` in the order of :data:`RESOLVED`.
+    """
+    out = dict(settings or {})
+    lengths = np.asarray(lengths)
+    p95 = int(math.ceil(np.percentile(lengths, LENGTH_PERCENTILE))) if lengths.size else 0
+    median = int(np.median(lengths)) if lengths.size else 0
+    if "vocab_size" in out and out["vocab_size"].source == "data":
+        out["vocab_size"].why = (f"an upper bound: the learner kept {vocab_tokens:,} tokens, every word piece seen "
+                                 f"at least 5 times in the {documents:,} training documents")
+    elif "vocab_size" not in out:
+        out["vocab_size"] = Setting(args.vocab_size, "flag", f"given ({vocab_tokens:,} tokens learnt)")
+    length_text = (f"WordPiece tokens per training document: median {median}, {LENGTH_PERCENTILE}th percentile "
+                   f"{p95}")
+    if _given(args, "model"):
+        out["model"] = Setting(args.model, "flag", "given")
+    else:
+        args.model = "ngram" if p95 > LONG_DOCUMENT else "cnn"
+        out["model"] = Setting(args.model, "data", (
+            f"{length_text} > {LONG_DOCUMENT}: long documents, which a bag of n-grams reads whole"
+            if args.model == "ngram" else f"{length_text} <= {LONG_DOCUMENT}: short documents, read whole by the CNN"))
+    key = args.model
+    if args.model == "ngram":
+        for name in ("ngram_hidden", "ngram_bigrams"):
+            if _given(args, name):
+                out[name] = Setting(getattr(args, name), "flag", "given")
+            else:
+                setattr(args, name, MODEL_DEFAULTS["ngram"][name])
+                out[name] = Setting(getattr(args, name), "model", MODEL_NOTES["ngram"])
+        if not args.ngram_hidden:
+            key = "ngram-linear"
+    else:  # not used by this model; stored as the n-gram model's defaults
+        for name in ("ngram_hidden", "ngram_bigrams"):
+            if not _given(args, name):
+                setattr(args, name, MODEL_DEFAULTS["ngram"][name])
+    if _given(args, "max_length"):
+        cut = int((lengths > args.max_length).sum())
+        out["max_length"] = Setting(args.max_length, "flag", f"given; truncates {cut:,} of {lengths.size:,} "
+                                                             f"training documents ({length_text})")
+    else:
+        args.max_length = _round_length(p95)
+        cut = int((lengths > args.max_length).sum())
+        out["max_length"] = Setting(args.max_length, "data", (
+            f"the {LENGTH_PERCENTILE}th percentile, {p95} tokens, rounded up to a multiple of {LENGTH_STEP} within "
+            f"[{MIN_LENGTH}, {MAX_LENGTH}]: truncates {cut:,} of {lengths.size:,} training documents "
+            f"({100 * cut / max(lengths.size, 1):.1f}%)"))
+    defaults = MODEL_DEFAULTS[key]
+    if _given(args, "optimizer"):
+        out["optimizer"] = Setting(args.optimizer, "flag", "given")
+    else:
+        args.optimizer = defaults["optimizer"]
+        out["optimizer"] = Setting(args.optimizer, "model", MODEL_NOTES[key])
+    if _given(args, "learning_rate"):
+        out["learning_rate"] = Setting(args.learning_rate, "flag", "given")
+    elif args.optimizer == defaults["optimizer"]:
+        args.learning_rate = defaults["learning_rate"]
+        out["learning_rate"] = Setting(args.learning_rate, "model", MODEL_NOTES[key])
+    else:
+        args.learning_rate = OPTIMIZER_RATES[args.optimizer]
+        out["learning_rate"] = Setting(args.learning_rate, "model", f"the default rate of {args.optimizer} "
+                                                                    f"(the {key} model's default optimizer is "
+                                                                    f"{defaults['optimizer']})")
+    if _given(args, "adam_epsilon"):
+        out["adam_epsilon"] = Setting(args.adam_epsilon, "flag", "given")
+    elif args.optimizer != "adam":
+        args.adam_epsilon = ADAM_EPSILON  # unused by SGD; stored as Keras' default
+    elif head == "fused" or "adam_epsilon" not in defaults:
+        args.adam_epsilon = ADAM_EPSILON
+        out["adam_epsilon"] = Setting(ADAM_EPSILON, "default", "Keras' default")
+    else:
+        args.adam_epsilon = defaults["adam_epsilon"]
+        out["adam_epsilon"] = Setting(args.adam_epsilon, "model", MODEL_NOTES[key])
+    if _given(args, "batch_size"):
+        out["batch_size"] = Setting(args.batch_size, "flag", "given")
+    else:
+        args.batch_size = defaults["batch_size"]
+        out["batch_size"] = Setting(args.batch_size, "model", MODEL_NOTES[key])
+    fit_docs = max(documents - val_docs, 1)
+    steps = max(1, fit_docs // args.batch_size)
+    if _given(args, "epochs"):
+        out["epochs"] = Setting(args.epochs, "flag", f"given ({steps} steps an epoch)")
+    else:
+        args.epochs = int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(STEP_BUDGET / steps))))
+        out["epochs"] = Setting(args.epochs, "data", (
+            f"about {STEP_BUDGET} optimizer steps ({steps} an epoch: {fit_docs:,} documents / batch "
+            f"{args.batch_size}) within [{MIN_EPOCHS}, {MAX_EPOCHS}]; early stopping ends a run sooner"))
+    patience = getattr(args, "patience", None)
+    if _given(args, "patience"):
+        out["patience"] = Setting(patience, "flag", "given" + ("" if patience else ": never stop early"))
+    else:
+        args.patience = 3
+        out["patience"] = Setting(3, "default", "stop after 3 epochs without a better validation score")
+    return {k: out[k] for k in RESOLVED if k in out}
+
+
+def block(settings, *, stored=False):
+    """The printed block: ``--flag value [source] why``, one line per reason (settings in a row
+    with the same source and reason share a line)."""
+    head = ("Settings (stored in config.json; a flag given now overrides one):" if stored else
+            "Settings (the ones not given are chosen from the data or the model; a flag overrides any; stored "
+            "in config.json):")
+    rows = []
+    for k, s in settings.items():
+        flag = f"{FLAGS[k]} {_fmt(s.value)}"
+        if rows and tuple(rows[-1][1:]) == (s.source, s.why):
+            rows[-1][0] += " " + flag
+        else:
+            rows.append([flag, s.source, s.why])
+    width = min(40, max(len(r[0]) for r in rows))
+    return [head] + [f"  {flags:<{width}}  [{source}] {why}" for flags, source, why in rows]
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def from_config(stored):
+    """``{name: Setting}`` of a ``config.json``'s ``"settings"`` (``{}`` for an older run folder)."""
+    return {k: Setting(v.get("value"), v.get("source", "flag"), v.get("why", "")) for k, v in (stored or {}).items()}
