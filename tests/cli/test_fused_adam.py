@@ -73,3 +73,18 @@ def test_one_model_after_another():
         before = m.get_weights()[0].copy()
         m.fit(x, y, batch_size=8, epochs=1, verbose=0)
         assert np.abs(m.get_weights()[0] - before).max() > 0
+
+
+def test_the_command_line_uses_it_where_the_step_has_no_xla():
+    from fusedfocal.cli.parser import build_parser
+    from fusedfocal.cli.train import _optimizer
+
+    parser = build_parser()[0]
+
+    def opt(*flags):
+        return _optimizer(parser.parse_args(["train", "--optimizer", "adam", "--learning-rate", "0.01",
+                                             "--adam-epsilon", "9e-6", *flags]))
+    fused = opt("--model", "ngram")  # tf.unique keeps the n-gram step off XLA
+    assert type(fused) is FusedAdam and fused.epsilon == pytest.approx(9e-6)
+    assert type(opt("--model", "ngram", "--jit-compile", "off")) is keras.optimizers.Adam  # no XLA at all
+    assert type(opt("--model", "cnn")) is keras.optimizers.Adam  # an XLA step fuses Keras' Adam itself

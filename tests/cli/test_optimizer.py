@@ -47,8 +47,8 @@ def test_linear_ngram_hinge_with_sgd_trains_and_is_recorded(tiny_data, tmp_path)
     flags = [a for a in FAST]
     flags[flags.index("--epochs") + 1] = "3"
     assert cli("train", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", out, *flags,
-               "--model", "ngram", "--ngram-bigrams", "0", "--loss", "hinge", "--optimizer", "sgd",
-               "--learning-rate", "5", "--weight-decay", "0.001", "--patience", "0") == 0
+               "--model", "ngram", "--ngram-hidden", "0", "--ngram-bigrams", "0", "--loss", "hinge",
+               "--optimizer", "sgd", "--learning-rate", "0.8", "--weight-decay", "0.001", "--patience", "0") == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["settings"]["optimizer"] == "sgd" and m["settings"]["weight_decay"] == 0.001
     stored = json.loads((out / "config.json").read_text())["args"]  # what --resume restores

@@ -73,9 +73,9 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
 
 
 def _optimizer(args):
-    """``--optimizer`` at ``--learning-rate`` (SGD with momentum 0.9; Adam as
-    :class:`~fusedfocal.cli.optim.FusedAdam` with ``--adam-epsilon``), with Keras' decoupled
-    ``weight_decay`` when ``--weight-decay`` > 0."""
+    """``--optimizer`` at ``--learning-rate`` (SGD with momentum 0.9; Adam with ``--adam-epsilon``,
+    as :class:`~fusedfocal.cli.optim.FusedAdam` where the train step runs without XLA), with
+    Keras' decoupled ``weight_decay`` when ``--weight-decay`` > 0."""
     import keras
 
     from fusedfocal.cli.optim import FusedAdam
@@ -83,7 +83,13 @@ def _optimizer(args):
     wd = float(getattr(args, "weight_decay", 0.0) or 0.0) or None
     if getattr(args, "optimizer", "adam") == "sgd":
         return keras.optimizers.SGD(args.learning_rate, momentum=0.9, weight_decay=wd)
-    return FusedAdam(args.learning_rate, weight_decay=wd, epsilon=getattr(args, "adam_epsilon", None) or 1e-7)
+    eps = getattr(args, "adam_epsilon", None) or 1e-7
+    # The fused update is XLA: only where --jit-compile auto left the train step without XLA (the
+    # n-gram and attention models, distributed runs); an XLA step fuses Keras' Adam itself, and
+    # --jit-compile off means no XLA at all.
+    if getattr(args, "jit_compile", None) == "auto" and not use_jit(args):
+        return FusedAdam(args.learning_rate, weight_decay=wd, epsilon=eps)
+    return keras.optimizers.Adam(args.learning_rate, weight_decay=wd, epsilon=eps)
 
 
 # ----------------------------------------------------------------------------- one run
