@@ -25,7 +25,7 @@ def _args(*argv):
 def _resolve(lengths, documents, val_docs=100, **flags):
     args = _args(*[x for k, v in flags.items() for x in (f"--{k.replace('_', '-')}", v)])
     chosen = st.resolve_vocab(args)
-    chosen = st.resolve(args, lengths, documents=documents, vocab_tokens=1234, num_labels=10, val_docs=val_docs,
+    chosen = st.resolve(args, lengths, documents=documents, vocab_tokens=1234, val_docs=val_docs,
                         settings=chosen)
     return args, chosen
 

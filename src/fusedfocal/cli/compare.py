@@ -98,9 +98,9 @@ def cmd_compare(args):
                 setattr(args, name, getattr(args_s, name))
     prep = preps[seeds[0]]
     if args.resume and not prep.settings:
-        prep.settings = rundir.stored_settings(out)
-        for line in settings.block(prep.settings, stored=True):
-            log(line)
+        prep.settings = settings.restored(out)
+    for p in preps.values():  # every seed's runs store the settings chosen once
+        p.settings = prep.settings
     fused.resolve_select(getattr(args, "select", None), prep.head)
     if prep.head == "fused" and not args.losses:  # --head auto chose it: its default losses
         specs = parse_loss_specs([fused.DEFAULT_LOSSES])
@@ -143,8 +143,7 @@ def cmd_compare(args):
                         resume = args.resume and (run_dir / rundir.CONFIG_FILE).exists()
                         try:
                             per_seed.append(train_run(args_s, prep_s, name, tagged, run_dir, resume=resume,
-                                                      title=title + (" [resumed]" if resume else ""),
-                                                      settings=prep.settings))
+                                                      title=title + (" [resumed]" if resume else "")))
                         except RunEnded as e:
                             raise ended(e, run_dir, f"fusedfocal compare --resume --out {out}")
                 if per_seed[-1].get("diverged"):

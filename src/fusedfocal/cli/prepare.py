@@ -171,8 +171,7 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
             probe = data.TextPipeline(data.PipelineConfig(max_length=st.MAX_LENGTH, vocab_size=args.vocab_size),
                                       wordpiece, label_vocab)
             chosen = st.resolve(args, probe.token_lengths(texts), documents=len(texts),
-                                vocab_tokens=len(wordpiece), num_labels=len(label_vocab),
-                                val_docs=len(val[0]), settings=chosen, head=head)
+                                vocab_tokens=len(wordpiece), val_docs=len(val[0]), settings=chosen, head=head)
             if not quiet_settings:
                 for line in st.block(chosen):
                     log(line)
@@ -189,8 +188,9 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
             f"documents (all of theirs were held out for validation), so the model cannot learn them: "
             f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
             "more data avoids this.")
-    truncation = truncation_report(pipeline, fit[0], args.max_length,
-                                   warn=warn_truncation and chosen.get("max_length", st.Setting(0, "flag", "")).source == "flag")
+    # a max length chosen from the data states its cut in the settings block; a given one warns here
+    length_chosen = "max_length" in chosen and chosen["max_length"].source == "data"
+    truncation = truncation_report(pipeline, fit[0], args.max_length, warn=warn_truncation and not length_chosen)
     return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
                     fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head,
                     truncation=truncation, settings=chosen)

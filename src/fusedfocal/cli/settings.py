@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Setting", "MODEL_DEFAULTS", "OPTIMIZER_RATES", "resolve_vocab", "resolve", "block", "RESOLVED",
+__all__ = ["Setting", "MODEL_DEFAULTS", "OPTIMIZER_RATES", "resolve_vocab", "resolve", "block", "restored", "RESOLVED",
            "VOCAB_CAP", "LONG_DOCUMENT", "MIN_LENGTH", "MAX_LENGTH", "STEP_BUDGET", "MIN_EPOCHS", "MAX_EPOCHS",
            "LENGTH_PERCENTILE"]
 
@@ -105,7 +105,7 @@ def _round_length(p):
     return int(min(MAX_LENGTH, max(MIN_LENGTH, LENGTH_STEP * math.ceil(p / LENGTH_STEP))))
 
 
-def resolve(args, lengths, *, documents, vocab_tokens, num_labels, val_docs, settings=None, head="dense"):
+def resolve(args, lengths, *, documents, vocab_tokens, val_docs, settings=None, head="dense"):
     """Resolves every setting of :data:`RESOLVED` still ``None`` on ``args``, in place.
 
     Args:
@@ -113,7 +113,6 @@ def resolve(args, lengths, *, documents, vocab_tokens, num_labels, val_docs, set
       lengths: WordPiece tokens of each training document ([CLS]/[SEP] included), int ``[N]``.
       documents: Training documents (validation included).
       vocab_tokens: Tokens the learnt (or stored) WordPiece vocabulary holds.
-      num_labels: Labels of the training data.
       val_docs: Documents held out for validation (the rest is trained on).
       settings: The :func:`resolve_vocab` result, completed here.
       head: ``"dense"`` or ``"fused"`` (the fused head keeps Keras' Adam epsilon, as measured).
@@ -234,6 +233,18 @@ def _fmt(v):
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+def restored(folder):
+    """The settings a run folder's ``config.json`` stored (``{}`` for an older one), printed as the
+    stored block: what ``--resume`` continues with."""
+    from fusedfocal.cli import rundir
+    from fusedfocal.cli.errors import log
+
+    stored = rundir.stored_settings(folder)
+    for line in block(stored, stored=True):
+        log(line)
+    return stored
 
 
 def from_config(stored):

@@ -93,10 +93,8 @@ def _optimizer(args):
 
 
 # ----------------------------------------------------------------------------- one run
-def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, title=None, settings=None):
-    """Trains one model with one loss into ``run_dir``; returns the result dict (scores included).
-    ``settings``: the settings chosen from the data (``{name: Setting}``; default ``prep.settings``),
-    stored in the run's ``config.json``."""
+def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, title=None):
+    """Trains one model with one loss into ``run_dir``; returns the result dict (scores included)."""
     import warnings
 
     import keras
@@ -117,7 +115,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         rundir.save_vocabularies(pipe, run_dir)
         if not resume or not (run_dir / rundir.CONFIG_FILE).exists():
             rundir.write_train_config(run_dir, args, loss_name, loss_params, pipe, prep.description, prep.head,
-                                      prep.settings if settings is None else settings)
+                                      prep.settings)
     checkpoints = ckpt.Checkpoints(work_dir)
     if not resume:
         (work_dir / rundir.EPOCHS_FILE).unlink(missing_ok=True)
@@ -355,9 +353,7 @@ def cmd_train(args):
     if args.resume and not prep.settings:
         from fusedfocal.cli import settings as st
 
-        prep.settings = rundir.stored_settings(run_dir)
-        for line in st.block(prep.settings, stored=True):
-            log(line)
+        prep.settings = st.restored(run_dir)
     # validate before anything is written
     fused.resolve_select(getattr(args, "select", None), prep.head)
     if prep.head == "fused":
