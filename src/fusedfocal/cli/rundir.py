@@ -348,17 +348,6 @@ def _settings_json(settings):
     return {k: s.as_dict() for k, s in (settings or {}).items()}
 
 
-def stored_settings(folder):
-    """The ``{name: Setting}`` a run folder's ``config.json`` stored (``{}`` for an older one)."""
-    from fusedfocal.cli import settings as st
-
-    path = Path(folder) / CONFIG_FILE
-    try:
-        return st.from_config(json.loads(path.read_text()).get("settings"))
-    except (OSError, ValueError):
-        return {}
-
-
 def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description, head="dense", settings=None):
     """``config.json`` of a run: its flags (the chosen settings' values included), its loss, its
     pipeline, its data, its head (``"dense"`` or ``"fused"``, as ``--head`` resolved on this data;

@@ -238,10 +238,16 @@ def _fmt(v):
 def restored(folder):
     """The settings a run folder's ``config.json`` stored (``{}`` for an older one), printed as the
     stored block: what ``--resume`` continues with."""
+    import json
+    from pathlib import Path
+
     from fusedfocal.cli import rundir
     from fusedfocal.cli.errors import log
 
-    stored = rundir.stored_settings(folder)
+    try:
+        stored = from_config(json.loads((Path(folder) / rundir.CONFIG_FILE).read_text()).get("settings"))
+    except (OSError, ValueError):
+        stored = {}
     for line in block(stored, stored=True):
         log(line)
     return stored
