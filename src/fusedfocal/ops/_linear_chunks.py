@@ -220,3 +220,17 @@ def loss_loop(head, labels, elem, num_classes, chunk, scale, *, want_grads, upst
     return total, (gx, gk, gb)
 
 
+class Spec:
+    """What ``native.use_native`` reads of a logits tensor: dtype and last dim."""
+
+    def __init__(self, dtype, num_classes):
+        self.dtype = dtype
+        self.shape = tf.TensorShape([None, num_classes])
+
+
+def could_record() -> bool:
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - private module moved
+        return True
+    return bool(record.could_possibly_record())

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import native
-from fusedfocal.ops._linear_chunks import Elementwise, Head, loss_loop, plan
+from fusedfocal.ops._linear_chunks import Elementwise, Head, Spec, could_record, loss_loop, plan
 from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class_param, class_vector,
                                            convert_float, convert_labels)
 
@@ -149,7 +149,7 @@ def linear_focal_loss(
         if alpha is not None and not isinstance(alpha, float):
             alpha_arg = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
                 tf.cast(alpha, cdtype)
-        use_native = native.use_native(implementation, _Spec(cdtype, num_classes), alpha_arg)
+        use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha_arg)
         weights = None if class_weights is None else tf.cast(class_weights, cdtype)
         offsets = None if logit_offsets is None else tf.cast(logit_offsets, cdtype)
         elem = Elementwise(gamma, alpha_arg, weights, use_native, cdtype)
@@ -162,14 +162,6 @@ def linear_focal_loss(
         with tf.control_dependencies(checks):
             return _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk, scale,
                                    grad_mode, xla)
-
-
-class _Spec:
-    """What ``native.use_native`` reads of a logits tensor: dtype and last dim."""
-
-    def __init__(self, dtype, num_classes):
-        self.dtype = dtype
-        self.shape = tf.TensorShape([None, num_classes])
 
 
 def _convert_head(features, kernel, bias, layout):
@@ -208,7 +200,7 @@ def _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk,
     # gradient tape is recording (evaluation, Keras test_step) nothing will
     # ask for them, so compute the loss only (tf.gradients, which needs no
     # tape, still works: its backward pass recomputes the chunks).
-    forward = grad_mode == "forward" and _could_record()
+    forward = grad_mode == "forward" and could_record()
 
     def inner(*args):
         if forward:
@@ -236,14 +228,6 @@ def _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk,
 
     inner = tf.custom_gradient(inner)
     return inner(features, kernel, bias) if has_bias else inner(features, kernel)
-
-
-def _could_record() -> bool:
-    try:
-        from tensorflow.python.eager import record
-    except ImportError:  # pragma: no cover - private module moved
-        return True
-    return bool(record.could_possibly_record())
 
 
 @tf.autograph.experimental.do_not_convert
