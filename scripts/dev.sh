@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "[dev.sh] creating .venv with $python_bin"
   "$python_bin" -m venv .venv
 fi
-extras="dev,plots,profile"  # profile: tensorboard + xprof, so the profiler tests run in CI
+extras="dev,plots,profile,docs"  # profile: tensorboard + xprof, so the profiler tests run in CI; docs: the strict docs build
 stamp=.venv/.fusedfocal-install-stamp
 want="$(cat pyproject.toml setup.py build_support/*.py kernels/*.* | sha256sum | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f src/fusedfocal/ops/_build_info.json ]; then

@@ -41,9 +41,12 @@ import tensorflow as tf
 
 __all__ = ["StepMarker", "STEP_NAME", "LOSS_SCOPE", "NATIVE_OP", "find_traces", "summarize", "format_summary"]
 
-STEP_NAME = "train"  # the step marker's event name
-LOSS_SCOPE = "compile_loss/"  # Keras' name scope of a compiled loss
-NATIVE_OP = "FusedFocalLossGrad"  # the native op type (and its XLA kernel's op type)
+#: The step marker's event name.
+STEP_NAME = "train"
+#: Keras' name scope of a compiled loss.
+LOSS_SCOPE = "compile_loss/"
+#: The native op's type (and its XLA kernel's op type).
+NATIVE_OP = "FusedFocalLossGrad"
 # tf.data's events: "Iterator::Root::<first stage>" is the consumer's GetNext of a batch (the
 # profiler's input-pipeline analysis counts the same events as "Input").
 _ROOT_ITERATOR = re.compile(r"^Iterator::Root::\w+$")
@@ -71,6 +74,7 @@ class StepMarker(keras.callbacks.Callback):
         self._wrapped = None
 
     def on_train_begin(self, logs=None):
+        """Wraps ``model.train_function`` in the step trace, unless another marker already did."""
         fn = getattr(self.model, "train_function", None)
         if fn is None or getattr(fn, "_fusedfocal_step_marker", False):
             return
@@ -86,6 +90,7 @@ class StepMarker(keras.callbacks.Callback):
         self.model.train_function = marked
 
     def on_train_end(self, logs=None):
+        """Puts the model's own ``train_function`` back."""
         if self._wrapped is not None:
             self.model.train_function = self._wrapped
             self._wrapped = None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 __all__ = ["reuters_dir", "REUTERS_ENV"]
 
+#: The environment variable that names the Reuters-21578 directory (see :func:`reuters_dir`).
 REUTERS_ENV = "FUSEDFOCAL_REUTERS_DIR"
 
 

@@ -23,8 +23,18 @@ import numpy as np
 __all__ = ["SPECIAL_TOKENS", "PAD_ID", "UNK_ID", "CLS_ID", "SEP_ID", "MASK_ID",
            "build_wordpiece_vocab", "save_vocab", "load_vocab"]
 
+#: The reserved tokens, at ids 0-4 of every vocabulary: padding, unknown, start, end, mask.
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
+#: The id of ``[PAD]``, what batches are padded with.
+PAD_ID = 0
+#: The id of ``[UNK]``, for a word that the vocabulary cannot spell.
+UNK_ID = 1
+#: The id of ``[CLS]``, which starts every token sequence.
+CLS_ID = 2
+#: The id of ``[SEP]``, which ends every token sequence.
+SEP_ID = 3
+#: The id of ``[MASK]`` (reserved).
+MASK_ID = 4
 
 
 def build_wordpiece_vocab(

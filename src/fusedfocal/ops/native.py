@@ -3,7 +3,7 @@
 The library is built by the package's install (``pip install .``, ``pip
 install -e .``, ``pip wheel .``; sources in ``kernels/``, build in
 ``build_support/native_build.py``), which writes ``_build_info.json`` beside
-it. :func:`sigmoid_focal_loss` in ``focal.py`` asks :func:`use_native` which
+it. :func:`~fusedfocal.ops.sigmoid_focal_loss` in ``focal.py`` asks :func:`use_native` which
 path to take, then calls :func:`native_focal_loss`. :func:`status` says what
 runs where; ``fusedfocal info`` prints it.
 
@@ -51,7 +51,10 @@ from fusedfocal.ops import _validation as v
 __all__ = ["IMPLEMENTATIONS", "ENV_VAR", "library_path", "load", "use_native", "status", "build_info",
            "native_focal_loss", "in_xla_context", "has_xla_kernel", "reset"]
 
+#: The values of ``implementation=`` (and of :data:`ENV_VAR`): ``"auto"`` (the native op
+#: where it is built and applies), ``"xla"`` (the pure-TensorFlow path), ``"native"``.
 IMPLEMENTATIONS = ("auto", "xla", "native")
+#: The environment variable that forces a path for ``implementation="auto"``.
 ENV_VAR = "FUSEDFOCAL_IMPLEMENTATION"
 LIBRARY_NAME = "_fused_focal_ops.so"
 INFO_NAME = "_build_info.json"
@@ -66,8 +69,8 @@ FALLBACK_COST = ("the pure-TensorFlow path runs instead: it computes the same va
 
 _NATIVE_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
 
-# Where the library is looked for: $FUSEDFOCAL_NATIVE_LIBRARY, else beside
-# this module (tests monkeypatch this attribute).
+#: Where the library is looked for: ``$FUSEDFOCAL_NATIVE_LIBRARY``, else beside this
+#: module (tests monkeypatch this attribute).
 library_path = os.environ.get("FUSEDFOCAL_NATIVE_LIBRARY") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), LIBRARY_NAME)
 
