@@ -178,14 +178,18 @@ def test_bfloat16_head_trains_where_nearest_stalls():
     assert np.abs(runs["rn"][1] - w0).mean() < 0.7 * moved.mean()
 
 
-def test_fused_xla_step_has_no_float32_kernel_sized_tensor():
-    """The optimized HLO of a bfloat16 fused SGD step: no f32 tensor with C*H elements (the
-    gradient never exists), and the kernel is updated in place (an input/output alias)."""
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "adam"])
+def test_fused_xla_step_has_no_float32_kernel_sized_tensor(rule):
+    """The optimized HLO of a bfloat16 fused step (bfloat16 slots): no f32 tensor with C*H
+    elements anywhere (the gradient never exists), no copy of a kernel-sized buffer (the
+    updates are in place: the trap of a dynamic-update-slice that XLA copies every chunk), and
+    the variables alias the computation's outputs."""
     c, h, b = 4096, 32, 16
-    update = hu.HeadUpdate(optimizer="sgd")
+    update = hu.HeadUpdate(**RULES[rule][0], moment_dtype="bfloat16")
     rng = np.random.default_rng(0)
+    slots = {n: (tf.Variable(tf.zeros([c, h], tf.bfloat16)), tf.Variable(tf.zeros([c]))) for n in update.slot_names}
     state = hu.HeadState(kernel=tf.Variable(tf.cast(rng.normal(0, 0.1, (c, h)), tf.bfloat16)),
-                         bias=tf.Variable(tf.zeros([c], tf.bfloat16)), slots={},
+                         bias=tf.Variable(tf.zeros([c], tf.bfloat16)), slots=slots,
                          iterations=tf.Variable(0, dtype=tf.int64))
     x = tf.constant(rng.normal(0, 1, (b, h)), tf.float32)
     labels = tf.constant(rng.integers(-1, c, (b, 4)), tf.int32)
@@ -200,11 +204,14 @@ def test_fused_xla_step_has_no_float32_kernel_sized_tensor():
     hlo = step.experimental_get_compiler_ir(x, labels)(stage="optimized_hlo")
     big = [m.group(0) for m in re.finditer(r"f32\[(\d+),(\d+)\]", hlo) if int(m.group(1)) * int(m.group(2)) >= c * h]
     assert not big, f"kernel-sized float32 tensors in the fused step: {sorted(set(big))}"
+    copies = re.findall(rf"= \w+\[{c},{h}\]\S* copy\(", hlo)
+    assert not copies, f"kernel-sized copies in the fused step: {copies}"
     assert f"bf16[{c},{h}]" in hlo
     assert "input_output_alias" in hlo
     before = state.kernel.numpy().copy()
     step(x, labels)
     assert not np.array_equal(before, state.kernel.numpy())
+    assert int(state.iterations.numpy()) == 1
 
 
 def test_bad_arguments_name_the_argument():

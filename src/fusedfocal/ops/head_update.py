@@ -177,64 +177,117 @@ def _tf_variable(var, name):
 
 
 class _Rows:
-    """Rows ``[start, start + size)`` of a variable, read and written in place."""
+    """Rows ``[start, start + size)`` of a variable, read and written in place.
+
+    Under XLA the variable's value is carried through the chunk loop (``cur``)
+    and updated with a dynamic-update-slice, then assigned once after the
+    loop; bfloat16 values travel as their uint16 bit patterns, because XLA's
+    CPU float normalisation turns a bfloat16 dynamic-update-slice into float32
+    converts of the whole buffer (not in place; seen in the optimized HLO).
+    In graph and eager mode: a row gather and a row scatter on the variable
+    (``cur`` is a dummy).
+    """
 
     def __init__(self, var, name, xla):
         self.var = _tf_variable(var, name)
         self.dtype = self.var.dtype
         self.xla = xla
+        self.bits = xla and self.dtype == tf.bfloat16
 
-    def read(self, start, size):
-        if self.xla:
-            rank = self.var.shape.rank
-            return slice_(self.var.value(), [start] + [0] * (rank - 1), [size] + [-1] * (rank - 1))
-        return self.var.sparse_read(start + tf.range(size))
+    def initial(self):
+        if not self.xla:
+            return tf.zeros([], tf.int32)
+        value = self.var.value()
+        return tf.bitcast(value, tf.uint16) if self.bits else value
 
-    def write(self, start, size, value):
-        if self.xla:
-            from tensorflow.compiler.tf2xla.python import xla as _tfxla
-            rank = self.var.shape.rank
-            idx = tf.stack([tf.cast(start, tf.int32)] + [tf.constant(0, tf.int32)] * (rank - 1))
-            return self.var.assign(_tfxla.dynamic_update_slice(self.var.value(), value, idx), read_value=False)
-        return self.var.scatter_update(tf.IndexedSlices(value, start + tf.range(size)))
+    def _index(self, start, size):
+        rank = self.var.shape.rank
+        return [start] + [0] * (rank - 1), [size] + [-1] * (rank - 1)
+
+    def read(self, cur, start, size):
+        if not self.xla:
+            with tf.control_dependencies([cur]):  # after this chunk's earlier write, if any
+                return self.var.sparse_read(start + tf.range(size))
+        begin, sizes = self._index(start, size)
+        out = slice_(cur, begin, sizes)
+        return tf.bitcast(out, tf.bfloat16) if self.bits else out
+
+    def write(self, cur, start, size, value):
+        if not self.xla:
+            op = self.var.scatter_update(tf.IndexedSlices(value, start + tf.range(size)))
+            with tf.control_dependencies([op]):
+                return tf.identity(cur)
+        from tensorflow.compiler.tf2xla.python import xla as _tfxla
+        begin, _ = self._index(start, size)
+        idx = tf.stack([tf.cast(b, tf.int32) for b in begin])
+        if self.bits:
+            value = tf.bitcast(tf.cast(value, tf.bfloat16), tf.uint16)
+        return _tfxla.dynamic_update_slice(cur, value, idx)
+
+    def finish(self, cur):
+        """The op that stores the carried value (XLA), or None."""
+        if not self.xla:
+            return None
+        return self.var.assign(tf.bitcast(cur, tf.bfloat16) if self.bits else cur, read_value=False)
 
 
 class _Rule:
-    """One chunk's update, Keras 3's formulas in float32."""
+    """One chunk's update, Keras 3's formulas in float32.
+
+    ``self.cur`` maps each variable's key to its carried value (see
+    :class:`_Rows`); :func:`_run` loads it from the loop variables before a
+    chunk and returns it after.
+    """
 
     def __init__(self, update, state, learning_rate, step, n_chunks, ok, xla):
         self.u, self.xla, self.ok = update, xla, ok
-        self.kernel = _Rows(state.kernel, "kernel", xla)
-        self.bias = None if state.bias is None else _Rows(state.bias, "bias", xla)
-        self.slots = {}
+        self.rows = {("kernel", 0): _Rows(state.kernel, "kernel", xla)}
+        if state.bias is not None:
+            self.rows[("kernel", 1)] = _Rows(state.bias, "bias", xla)
         for name in update.slot_names:
             if name not in state.slots:
                 raise v.invalid("state", f"slots {update.slot_names} for optimizer={update.optimizer!r}",
                                 f"slots {tuple(state.slots)}", describe=True)
             ks, bs = state.slots[name]
-            self.slots[name] = (_Rows(ks, f"slots[{name!r}]", xla),
-                                None if bs is None else _Rows(bs, f"slots[{name!r}]", xla))
+            self.rows[(name, 0)] = _Rows(ks, f"slots[{name!r}]", xla)
+            if bs is not None and state.bias is not None:
+                self.rows[(name, 1)] = _Rows(bs, f"slots[{name!r}]", xla)
+        self.has_bias = state.bias is not None
+        self.keys = sorted(self.rows)
+        self.cur = {key: self.rows[key].initial() for key in self.keys}
         self.lr = tf.cast(learning_rate, tf.float32)
         self.t = tf.cast(step, tf.float32) + 1.0
         self.step = tf.cast(step, tf.int64)
         self.n_chunks = n_chunks
 
+    def read(self, name, which, start, size):
+        return self.rows[(name, which)].read(self.cur[(name, which)], start, size)
+
+    def finish(self):
+        return [op for op in (self.rows[k].finish(self.cur[k]) for k in self.keys) if op is not None]
+
     def _seed(self, salt, i, which):
         counter = self.step * self.n_chunks + tf.cast(i, tf.int64)
         return tf.stack([tf.constant(self.u.seed * 16 + _SALT[salt] * 2 + which, tf.int64), counter])
 
-    def _store(self, rows, start, size, new, old, salt, i, which):
+    def _store(self, name, which, start, size, new, old, i):
+        rows = self.rows[(name, which)]
         if rows.dtype == tf.bfloat16 and self.u.rounding == "stochastic":
+            salt = name if name != "kernel" or which == 0 else "bias"
             stored = stochastic_round(new, tf.bfloat16, self._seed(salt, i, which))
         else:
             stored = tf.cast(new, rows.dtype)
         stored = tf.where(self.ok, stored, old)  # a non-finite step leaves the head as it was
-        return rows.write(start, size, stored)
+        self.cur[(name, which)] = rows.write(self.cur[(name, which)], start, size, stored)
 
     def apply(self, i, start, size, grad, which):
-        """Updates rows ``[start, start + size)`` of the kernel (``which=0``) or bias (1)."""
-        rows = self.kernel if which == 0 else self.bias
-        old = rows.read(start, size)
+        """Updates rows ``[start, start + size)`` of the kernel (``which=0``) or bias (1).
+
+        The slots are written first and the weights' step reads them back as
+        stored (bfloat16 slots: rounded), so that XLA sees each buffer read
+        before it is written and needs no copy of it (else two copies of each
+        slot every chunk, seen in the optimized HLO)."""
+        old = self.read("kernel", which, start, size)
         w = tf.cast(old, tf.float32)
         g = tf.cast(grad, tf.float32)
         u = self.u
@@ -242,48 +295,44 @@ class _Rule:
             g = tf.clip_by_value(g, -u.clipvalue, u.clipvalue)
         if u.weight_decay:
             w = w - w * u.weight_decay * self.lr
-        ops = []
         if u.optimizer == "adam":
-            m_rows, v_rows = (self.slots[n][which] for n in ("m", "v"))
-            m_old, v_old = m_rows.read(start, size), v_rows.read(start, size)
+            m_old, v_old = self.read("m", which, start, size), self.read("v", which, start, size)
             m, vv = tf.cast(m_old, tf.float32), tf.cast(v_old, tf.float32)
             alpha = self.lr * tf.sqrt(1.0 - tf.pow(u.beta_2, self.t)) / (1.0 - tf.pow(u.beta_1, self.t))
-            m = m + (g - m) * (1.0 - u.beta_1)
-            vv = vv + (tf.square(g) - vv) * (1.0 - u.beta_2)
+            self._store("m", which, start, size, m + (g - m) * (1.0 - u.beta_1), m_old, i)
+            self._store("v", which, start, size, vv + (tf.square(g) - vv) * (1.0 - u.beta_2), v_old, i)
+            m, vv = (tf.cast(self.read(n, which, start, size), tf.float32) for n in ("m", "v"))
             w = w - (m * alpha) / (tf.sqrt(vv) + u.epsilon)
-            ops += [self._store(m_rows, start, size, m, m_old, "m", i, which),
-                    self._store(v_rows, start, size, vv, v_old, "v", i, which)]
-        elif "momentum" in self.slots:
-            m_rows = self.slots["momentum"][which]
-            m_old = m_rows.read(start, size)
-            m = tf.cast(m_old, tf.float32) * u.momentum - g * self.lr
+        elif u.slot_names:
+            m_old = self.read("momentum", which, start, size)
+            self._store("momentum", which, start, size, tf.cast(m_old, tf.float32) * u.momentum - g * self.lr,
+                        m_old, i)
+            m = tf.cast(self.read("momentum", which, start, size), tf.float32)
             w = w + (m * u.momentum - g * self.lr if u.nesterov else m)
-            ops.append(self._store(m_rows, start, size, m, m_old, "momentum", i, which))
         else:
             w = w - g * self.lr
-        ops.append(self._store(rows, start, size, w, old, "kernel" if which == 0 else "bias", i, which))
-        return ops
+        self._store("kernel", which, start, size, w, old, i)
 
 
 class _VarHead(Head):
-    """A label-major :class:`Head` whose kernel and bias chunks are read from variables."""
+    """A label-major :class:`Head` whose kernel and bias chunks are read through the rule."""
 
     def __init__(self, features, rule, offsets, cdtype):
         super().__init__(features, None, None, offsets, "ch", cdtype)
         self.rule = rule
 
     def logits(self, start, size):
-        k = tf.cast(self.rule.kernel.read(start, size), self.cdtype)
+        k = tf.cast(self.rule.read("kernel", 0, start, size), self.cdtype)
         z = tf.matmul(self.x, k, transpose_b=True)
-        if self.rule.bias is not None:
-            z = z + tf.cast(self.rule.bias.read(start, size), self.cdtype)
+        if self.rule.has_bias:
+            z = z + tf.cast(self.rule.read("kernel", 1, start, size), self.cdtype)
         if self.offsets is not None:
             z = z + slice_(self.offsets, [start], [size])
         return z, k
 
 
 def _run(head, rule, labels, elem, num_classes, chunk, scale, want_dx):
-    """The chunk loop with the update: returns ``(loss_sum float64, dL/dfeatures)``."""
+    """The chunk loop with the update: returns ``(loss_sum float64, dL/dfeatures, store ops)``."""
     chunk, n_full, tail = plan(num_classes, chunk)
 
     def one(i, start, size, gx):
@@ -292,23 +341,26 @@ def _run(head, rule, labels, elem, num_classes, chunk, scale, want_dx):
         dz = dz * scale
         if want_dx:
             gx = gx + tf.matmul(dz, k)
-        ops = rule.apply(i, start, size, tf.matmul(dz, head.x, transpose_a=True), 0)
-        if rule.bias is not None:
-            ops += rule.apply(i, start, size, tf.reduce_sum(dz, axis=0), 1)
-        with tf.control_dependencies([o for o in ops if o is not None]):
-            return tf.identity(loss), tf.identity(gx)
+        rule.apply(i, start, size, tf.matmul(dz, head.x, transpose_a=True), 0)
+        if rule.has_bias:
+            rule.apply(i, start, size, tf.reduce_sum(dz, axis=0), 1)
+        return loss, gx
+
+    def body(i, acc, gx, *cur):
+        rule.cur = dict(zip(rule.keys, cur))
+        loss, gx = one(i, i * chunk, chunk, gx)
+        return (i + 1, acc + loss, gx, *[rule.cur[k] for k in rule.keys])
 
     gx0 = tf.zeros(tf.shape(head.x), head.cdtype)
-
-    def body(i, acc, gx):
-        loss, gx = one(i, i * chunk, chunk, gx)
-        return i + 1, acc + loss, gx
-
-    _, total, gx = tf.while_loop(lambda i, *_: i < n_full, body, (tf.constant(0), tf.zeros([], tf.float64), gx0))
+    init = (tf.constant(0), tf.zeros([], tf.float64), gx0, *[rule.cur[k] for k in rule.keys])
+    _, total, gx, *cur = tf.while_loop(lambda i, *_: i < n_full, body, init)
+    rule.cur = dict(zip(rule.keys, cur))
     if tail:
         loss, gx = one(tf.constant(n_full), n_full * chunk, tail, gx)
         total = total + loss
-    return total, gx
+    with tf.control_dependencies(list(rule.cur.values())):
+        ops = rule.finish()
+    return total, gx, ops
 
 
 @tf.autograph.experimental.do_not_convert
@@ -399,8 +451,8 @@ def linear_focal_loss_update(
         def inner(x):
             head = _VarHead(x, rule, offsets, cdtype)
             with tf.control_dependencies(checks):
-                total, gx = _run(head, rule, lab, elem, num_classes, chunk, scale, want_dx)
-            with tf.control_dependencies([total, gx]):
+                total, gx, stores = _run(head, rule, lab, elem, num_classes, chunk, scale, want_dx)
+            with tf.control_dependencies([total, gx, *stores]):
                 bump = step.assign_add(1, read_value=False)
             with tf.control_dependencies([bump] if bump is not None else []):
                 loss = tf.cast(total * tf.cast(scale, tf.float64), cdtype)
