@@ -27,6 +27,7 @@ from functools import lru_cache
 PUBLIC_MODULES = (
     "fusedfocal.ops",
     "fusedfocal.ops.native",
+    "fusedfocal.ops.head_update",
     "fusedfocal.losses",
     "fusedfocal.keras",
     "fusedfocal.legacy",
