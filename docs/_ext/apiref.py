@@ -121,7 +121,7 @@ def _defining_modules(modname, name, obj):
     """``modname`` first, then every loaded ``fusedfocal`` module holding the same object
     under the same name: where a constant's ``#:`` comment can be."""
     found = [modname]
-    for other, mod in sorted(sys.modules.items()):
+    for other, mod in sorted(dict(sys.modules).items()):
         if _ours(other) and other != modname and getattr(mod, name, None) is obj:
             found.append(other)
     return found
@@ -147,7 +147,8 @@ def docstring(modname, name):
 
 def own_bases(cls):
     """``cls`` and its bases up to the first one from outside ``fusedfocal`` (Keras'): the
-    classes whose members the reference documents (``:inherited-members:`` stops there)."""
+    classes whose members the reference documents. The page names them in ``:members:``
+    (Sphinx 9's ``:inherited-members: Layer`` still lets Keras' own members through)."""
     out = []
     for base in cls.__mro__:
         if not _ours(base.__module__):
