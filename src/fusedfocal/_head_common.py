@@ -30,8 +30,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from fusedfocal import ops
+from fusedfocal import _head_optim, ops
 from fusedfocal.ops import _validation as v
+from fusedfocal.ops import head_update as hu
 
 PER_CLASS = "per_class"  # a config marker: the vector lives in the weights, not in the config
 _VECTORS = ("alpha", "class_weights", "logit_offsets")
@@ -73,8 +74,15 @@ class FocalHeadMixin:
 
     def __init__(self, num_labels, gamma=2.0, alpha=None, class_weights=None, logit_offsets=None,
                  reduction="mean", top_k=5, chunk_size=None, full_scores=False, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", weight_dtype="float32",
+                 head_optimizer=None, **kwargs):
         super().__init__(**kwargs)
+        if weight_dtype not in hu.WEIGHT_DTYPES:
+            raise v.invalid("weight_dtype", f"one of {set(hu.WEIGHT_DTYPES)}", weight_dtype)
+        self.weight_dtype = weight_dtype
+        # Usually given to FocalHeadModel(head_optimizer=...), which sets it here; kept in this
+        # layer's config so that a saved head is rebuilt with its slots.
+        self.head_optimizer = _head_optim.resolve(head_optimizer, self._lib)
         self.num_labels = _check_positive_int("num_labels", num_labels)
         self.gamma = v.check_nonnegative_float("gamma", gamma)
         self._vectors = {}
@@ -100,11 +108,16 @@ class FocalHeadMixin:
         hidden = tf.TensorShape(input_shape)[-1]
         if hidden is None:
             raise v.invalid("input_shape", "a known last dimension (the feature size H)", input_shape)
-        # Label-major [C, H] ("ch"): a chunk of labels is a contiguous slab of rows.
+        # Label-major [C, H] ("ch"): a chunk of labels is a contiguous slab of rows. With a head
+        # optimizer the fused update trains them, so they are not trainable variables (compile's
+        # optimizer never sees them); with bfloat16 storage the initializer draws in bfloat16.
+        trainable = self.head_optimizer is None
+        extra = {} if self.weight_dtype == "float32" else {"dtype": self.weight_dtype}
         self.kernel = self.add_weight(name="kernel", shape=(self.num_labels, int(hidden)),
-                                      initializer=self.kernel_initializer, trainable=True)
+                                      initializer=self.kernel_initializer, trainable=trainable, **extra)
         self.bias = (self.add_weight(name="bias", shape=(self.num_labels,), initializer=self.bias_initializer,
-                                     trainable=True) if self.use_bias else None)
+                                     trainable=trainable, **extra) if self.use_bias else None)
+        self._head_state = None if self.head_optimizer is None else self._build_head_state(int(hidden))
         self._vector_weights = {}
         for name, value in self._vectors.items():
             if isinstance(value, np.ndarray) or value == PER_CLASS:
@@ -145,15 +158,71 @@ class FocalHeadMixin:
           The float32 scalar loss (``reduction`` over ``B × C``).
         """
         kernel, bias = self._weights_like(features)
-        kw = {name: (self._vector_weights[name] if name in self._vector_weights else value)
-              for name, value in self._vectors.items()}
-        kw = {name: (tf.convert_to_tensor(w) if not isinstance(w, (float, type(None))) else w)
-              for name, w in kw.items()}
+        kw = self._loss_vectors()
         return ops.linear_focal_loss(features, kernel, bias, labels, gamma=self.gamma, reduction=self.reduction,
                                      kernel_layout="ch", chunk_size=self.chunk_size, **kw)
 
+    def _build_head_state(self, hidden):
+        """The head optimizer's slots (kernel ``[C, H]`` in ``moment_dtype``, bias ``[C]``
+        float32) and step count, as non-trainable weights: they save, load and resume with the
+        model (a checkpoint of a model with a head optimizer holds them)."""
+        update = self.head_optimizer.update
+        slots = {}
+        for name in update.slot_names:
+            k = self.add_weight(name=f"kernel_{name}", shape=(self.num_labels, hidden), initializer="zeros",
+                                trainable=False, dtype=update.moment_dtype)
+            b = (self.add_weight(name=f"bias_{name}", shape=(self.num_labels,), initializer="zeros",
+                                 trainable=False, dtype="float32") if self.use_bias else None)
+            slots[name] = (k, b)
+        iterations = self.add_weight(name="head_iterations", shape=(), initializer="zeros", trainable=False,
+                                     dtype="int64")
+        return hu.HeadState(kernel=self.kernel, bias=self.bias, slots=slots, iterations=iterations)
+
+    def set_head_optimizer(self, head_optimizer):
+        """Trains this head with the fused update (called by ``FocalHeadModel``); before ``build``."""
+        if self.built and head_optimizer != self.head_optimizer:
+            raise v.invalid("head_optimizer", "a FocalHead that is not built yet (its weights' trainability "
+                            "and the optimizer's slots are decided when it is built)", f"built head {self.name!r}",
+                            describe=True)
+        self.head_optimizer = head_optimizer
+
+    @property
+    def head_iterations(self):
+        """Steps taken by the head optimizer (None without one)."""
+        return None if self._head_state is None else self._head_state.iterations
+
+    def loss_and_update(self, features, labels):
+        """The fused loss of :meth:`loss`, with the head updated by its optimizer in the same pass
+        (:func:`fusedfocal.ops.head_update.linear_focal_loss_update`): the loss's gradient reaches
+        ``features`` only. Raises ValueError without a head optimizer or under a distribution
+        strategy with more than one replica (each replica would update its own copy)."""
+        if self._head_state is None:
+            raise v.invalid("head_optimizer", "a head optimizer (FocalHeadModel(..., head_optimizer=...))",
+                            None)
+        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+        if strategy is not None and strategy.num_replicas_in_sync > 1:
+            raise v.invalid("head_optimizer", "None under a distribution strategy with more than one replica "
+                            "(the fused update changes each replica's copy of the head on its own)",
+                            f"{self.head_optimizer.update.optimizer!r} under {type(strategy).__name__} with "
+                            f"{strategy.num_replicas_in_sync} replicas", describe=True)
+        kw = self._loss_vectors()
+        lr = self.head_optimizer.current_learning_rate(self._head_state.iterations)
+        return hu.linear_focal_loss_update(features, self._head_state, labels, update=self.head_optimizer.update,
+                                           learning_rate=lr, gamma=self.gamma, reduction=self.reduction,
+                                           chunk_size=self.chunk_size, **kw)
+
+    def _loss_vectors(self):
+        kw = {name: (self._vector_weights[name] if name in self._vector_weights else value)
+              for name, value in self._vectors.items()}
+        return {name: (tf.convert_to_tensor(w) if not isinstance(w, (float, type(None))) else w)
+                for name, w in kw.items()}
+
     def _weights_like(self, features):
-        """Kernel and bias in the features' dtype (mixed precision keeps float32 variables)."""
+        """Kernel and bias in the features' dtype (mixed precision keeps float32 variables).
+        bfloat16 storage is passed as it is (the ops cast chunk by chunk: no float32 copy)."""
+        if self.weight_dtype != "float32":
+            raw = lambda w: hu.tf_variable(w, "weight").value()  # no Keras autocast of the whole kernel
+            return raw(self.kernel), None if self.bias is None else raw(self.bias)
         dtype = tf.as_dtype(features.dtype)
         kernel = tf.cast(self.kernel, dtype)
         bias = None if self.bias is None else tf.cast(self.bias, dtype)
@@ -168,10 +237,13 @@ class FocalHeadMixin:
 
     def get_config(self):
         config = super().get_config()
+        opt = None if self.head_optimizer is None else self.head_optimizer.get_config(self._lib)
         vectors = {name: (PER_CLASS if isinstance(value, np.ndarray) else value)
                    for name, value in self._vectors.items()}
         config.update(num_labels=self.num_labels, gamma=self.gamma, reduction=self.reduction, top_k=self.top_k,
                       chunk_size=self.chunk_size, full_scores=self.full_scores, use_bias=self.use_bias,
+                      weight_dtype=self.weight_dtype,
+                      head_optimizer=opt,
                       kernel_initializer=self._lib.initializers.serialize(self.kernel_initializer),
                       bias_initializer=self._lib.initializers.serialize(self.bias_initializer), **vectors)
         return config
@@ -180,11 +252,14 @@ class FocalHeadMixin:
 class HeadModelMixin:
     """The body of ``FocalHeadModel``; mixed in before a Keras ``Model``."""
 
-    def __init__(self, encoder, head, **kwargs):
+    def __init__(self, encoder, head, head_optimizer=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(head, self._head_class):
             raise TypeError(f"Invalid type for argument `head`. Expected a {self._head_class.__module__}."
                             f"FocalHead. Received: {type(head).__name__}")
+        head_optimizer = _head_optim.resolve(head_optimizer, self._lib)
+        if head_optimizer is not None:
+            head.set_head_optimizer(head_optimizer)
         self.encoder = encoder
         self.head = head
 
@@ -200,12 +275,15 @@ class HeadModelMixin:
                              f"{getattr(sample_weight, 'shape', sample_weight)}")
         if isinstance(y_pred, dict) and "features" in y_pred:
             features = y_pred["features"]
+            if self.head.head_optimizer is not None:  # training: the fused update, once a step
+                return self._total_loss(self.head.loss_and_update(features, y), y_pred)
         else:  # evaluation: the head returned the top-k, so run the encoder once more
             features = self.encoder(x, training=False)
         return self._total_loss(self.head.loss(features, y), y_pred)
 
     def get_config(self):
         s = self._lib.saving.serialize_keras_object
+        # the head optimizer is in the head's config (the head is rebuilt with its slots)
         return {"name": self.name, "encoder": s(self.encoder), "head": s(self.head)}
 
     @classmethod
@@ -244,6 +322,12 @@ HEAD_DOC = """A dense classifier layer fused with the sigmoid focal loss, for hu
       kernel_initializer: Initializer of the ``[C, H]`` kernel.
       bias_initializer: Initializer of the bias; a prior bias
         (:func:`fusedfocal.prior_bias_initializer`) helps with many rare labels.
+      weight_dtype: ``"float32"`` (default) or ``"bfloat16"``: how the kernel and
+        bias are stored. bfloat16 halves the head's memory; every chunk is
+        still computed in float32. Train a bfloat16 head with a head optimizer
+        (``FocalHeadModel(..., head_optimizer=...)``), whose update rounds
+        stochastically; a Keras optimizer would round to nearest and stall on
+        small steps.
       **kwargs: Layer arguments (``name``, ``dtype``, ...).
 
     Per-label vectors are stored as non-trainable weights (the config holds
@@ -267,7 +351,19 @@ MODEL_DOC = """An encoder followed by a :class:`FocalHead`, trained with the hea
 
     Args:
       encoder: A layer or model from the inputs to features ``[B, H]``.
-      head: A ``FocalHead``.
+      head: A ``FocalHead`` (not built yet when ``head_optimizer`` is given).
+      head_optimizer: None (default: the head trains with the optimizer given
+        to ``compile``, as any layer), ``"sgd"``, ``"adam"``, a dict of
+        :class:`fusedfocal.ops.head_update.HeadUpdate` fields plus
+        ``learning_rate`` (a float or a Keras ``LearningRateSchedule``), or a
+        Keras ``SGD``/``Adam`` instance (``clipnorm``, ``global_clipnorm``,
+        ``amsgrad`` and ``use_ema`` are refused). The head is then updated by
+        the fused path inside its loss (no kernel-sized gradient ever exists;
+        :func:`fusedfocal.ops.head_update.linear_focal_loss_update`), its
+        weights are not trainable variables of the model, and compile's
+        optimizer trains the encoder only. The head's slots and step count
+        are weights of the head, so they save, load and resume with the
+        model. Not under a distribution strategy with several replicas.
       **kwargs: Model arguments (``name``).
 
     Example:
