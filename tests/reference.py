@@ -46,8 +46,17 @@ def alpha_t(y, alpha):
     return a * y + (1.0 - a) * (1.0 - y)
 
 
-def sigmoid_focal(x, y, gamma=2.0, alpha=None, label_smoothing=0.0):
+def class_balancing_alpha(alpha, apply_class_balancing):
+    """Keras' ``apply_class_balancing``: None keeps ``alpha``; True applies it
+    (Keras' 0.25 when None); False drops it."""
+    if apply_class_balancing is None:
+        return alpha
+    return (0.25 if alpha is None else alpha) if apply_class_balancing else None
+
+
+def sigmoid_focal(x, y, gamma=2.0, alpha=None, label_smoothing=0.0, apply_class_balancing=None):
     """Focal loss FL = alpha_t (1-p_t)^gamma BCE(x, y), element-wise."""
+    alpha = class_balancing_alpha(alpha, apply_class_balancing)
     x = np.asarray(x)
     y = np.broadcast_to(np.asarray(y, np.float64), x.shape)
     y = y * (1.0 - label_smoothing) + 0.5 * label_smoothing
@@ -184,17 +193,45 @@ def log_cosh(x, y):
     return np.log(np.cosh(_sigmoid(x) - np.asarray(y, np.float64)))
 
 
-def categorical_focal(x, y, gamma=2.0, alpha=None):
-    """-sum_j a_j y_j (1-p_j)^g log p_j over the last axis, p = softmax."""
+def categorical_focal(x, y, gamma=2.0, alpha=None, label_smoothing=0.0, axis=-1):
+    """-sum_j a_j y_j (1-p_j)^g log p_j over ``axis``, p = softmax; targets
+    smoothed as Keras does, ``y (1 - ls) + ls / C``."""
     x = np.asarray(x)
+    y = np.broadcast_to(np.asarray(y, np.float64), x.shape)
+    x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+    y = y * (1.0 - label_smoothing) + label_smoothing / y.shape[-1]
     m = np.max(x.real, axis=-1, keepdims=True)
     e = np.exp(x - m)
     p = e / np.sum(e, axis=-1, keepdims=True)
     logp = x - m - np.log(np.sum(e, axis=-1, keepdims=True))
     a = 1.0 if alpha is None else np.asarray(alpha, np.float64)
-    y = np.asarray(y, np.float64)
     mod = (1.0 - p) ** gamma if gamma else 1.0
     return -np.sum(a * y * mod * logp, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Keras' probabilities (from_logits=False): clipped into [eps, 1 - eps] and
+# read as logits. ``bounds`` is the dtype the clip bounds are rounded to
+# (float32 for every non-float64 input: the conversion runs in float32).
+
+
+def _clip(p, eps, bounds):
+    lo, hi = float(bounds(eps)), float(bounds(1.0 - eps))
+    return np.where(p.real < lo, lo, np.where(p.real > hi, hi, p))
+
+
+def keras_sigmoid_logits(p, eps=1e-7, legacy=False, bounds=np.float64):
+    """Keras 3: ``log c - log(1-c)``; tf_keras: ``log(c+eps) - log(1-c+eps)``."""
+    c = _clip(np.asarray(p), eps, bounds)
+    if legacy:
+        return np.log(c + eps) - np.log(1.0 - c + eps)
+    return np.log(c) - np.log(1.0 - c)
+
+
+def keras_softmax_logits(p, eps=1e-7, axis=-1, bounds=np.float64):
+    """``log(clip(p / sum(p, axis)))`` (Keras' CategoricalFocalCrossentropy)."""
+    p = np.asarray(p)
+    return np.log(_clip(p / np.sum(p, axis=axis, keepdims=True), eps, bounds))
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Keras 3 loss classes over the functional losses.
 
-Every class takes logits (``from_logits`` is implied), returns per-element
-losses to ``keras.losses.Loss.__call__`` and is registered under the package
+Every class takes logits (the focal classes also take Keras'
+``from_logits``), returns per-element losses to
+``keras.losses.Loss.__call__`` and is registered under the package
 name ``fusedfocal``, so a ``.keras`` model compiled with it loads without
 ``custom_objects`` once ``fusedfocal`` is imported.
 
@@ -40,6 +41,9 @@ class LogitsLoss(common.LogitsLossMixin, keras.losses.Loss):
     def __init__(self, fn, params, *, reduction="sum_over_batch_size", name=None, dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self._init_fn(fn, params)
+
+    def _epsilon(self):  # from_logits=False clips probabilities to this, as Keras 3 does
+        return keras.backend.epsilon()
 
     # Keras 3's reductions, for the fused path (_keras_common.LogitsLossMixin).
     def _reduction_kind(self):

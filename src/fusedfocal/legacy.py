@@ -29,6 +29,13 @@ class LogitsLoss(common.LogitsLossMixin, tf_keras.losses.Loss):
         super().__init__(reduction=reduction, name=name)
         self._init_fn(fn, params)
 
+    # from_logits=False reads probabilities as tf_keras does: clipped to its
+    # epsilon, with epsilon added inside the logs of the binary cross-entropy.
+    legacy_probabilities = True
+
+    def _epsilon(self):
+        return tf_keras.backend.epsilon()
+
     # tf_keras's reductions, for the fused path (_keras_common.LogitsLossMixin).
     # _get_reduction keeps tf_keras' own check that SUM_OVER_BATCH_SIZE is not
     # used under a strategy outside fit; fit scales for replicas itself.

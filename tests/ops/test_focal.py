@@ -207,7 +207,7 @@ BAD_ARGS = [
     (dict(alpha=[0.1, 0.2]), ValueError, r"`alpha`.*length 3.*Received: alpha=vector of length 2"),
     (dict(alpha=[0.1, -0.2, 0.3]), ValueError, r"`alpha`.*entry -0.2 at flat index 1"),
     (dict(alpha="x"), TypeError, r"`alpha`"),
-    (dict(label_smoothing=1.0), ValueError, r"`label_smoothing`.*\[0, 1\).*Received: label_smoothing=1.0"),
+    (dict(label_smoothing=1.5), ValueError, r"`label_smoothing`.*\[0, 1\].*Received: label_smoothing=1.5"),
     (dict(label_smoothing=-0.1), ValueError, r"`label_smoothing`"),
     (dict(reduction="avg"), ValueError, r"`reduction`.*Received: reduction='avg'"),
 ]

@@ -59,6 +59,8 @@ def as_tensor(value, dtype):
     """A float, NumPy array or tensor parameter as a tensor of ``dtype``."""
     if value is None:
         return None
+    if isinstance(value, float):  # straight to dtype: a float32 tensor first would round it
+        return tf.constant(value, dtype)
     return tf.cast(tf.convert_to_tensor(value), dtype)
 
 

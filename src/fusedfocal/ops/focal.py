@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from fusedfocal.ops import _keras_compat as kc
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import native
 
@@ -92,7 +93,8 @@ def _alpha_t(alpha, y):
     """``alpha*y + (1-alpha)*(1-y)``, or ``None`` without class weighting."""
     if alpha is None:
         return None
-    a = tf.cast(alpha, y.dtype)
+    # A Python float straight to y's dtype: tf.cast would round it to float32 first.
+    a = tf.constant(alpha, y.dtype) if isinstance(alpha, float) else tf.cast(alpha, y.dtype)
     return (1.0 - a) + (2.0 * a - 1.0) * y
 
 
@@ -104,6 +106,9 @@ def sigmoid_focal_loss(
     gamma: float = 2.0,
     alpha=None,
     label_smoothing: float = 0.0,
+    apply_class_balancing: bool | None = None,
+    from_logits: bool = True,
+    epsilon: float = kc.KERAS_EPSILON,
     reduction: str = "none",
     sample_weight=None,
     check_labels: bool = False,
@@ -149,8 +154,22 @@ def sigmoid_focal_loss(
       alpha: ``None`` (no class weighting), a float in ``[0, 1]`` (weight of
         positives; negatives get ``1 - alpha``), a length-``C`` vector (per
         class) or a tensor broadcastable to ``logits``.
-      label_smoothing: float in ``[0, 1)``; targets become
-        ``y * (1 - label_smoothing) + label_smoothing / 2``.
+      label_smoothing: float in ``[0, 1]``; targets become
+        ``y * (1 - label_smoothing) + label_smoothing / 2`` (Keras' binary
+        smoothing; ``1`` makes every target 1/2).
+      apply_class_balancing: ``None`` (default) applies ``alpha`` as given
+        (``None``: no weighting). ``True`` or ``False`` give Keras'
+        ``BinaryFocalCrossentropy`` meaning: ``True`` applies ``alpha``, or
+        Keras' default 0.25 when ``alpha`` is None; ``False`` ignores
+        ``alpha``.
+      from_logits: ``True`` (default): ``logits`` are logits. ``False``:
+        ``logits`` holds probabilities in ``[0, 1]``, read as Keras 3 reads
+        them: clipped into ``[epsilon, 1 - epsilon]`` and converted to the
+        logit ``log(c) - log(1 - c)``, whose cross-entropy is Keras'
+        clipped one; the math then runs on that logit. The gradient flows to
+        the probabilities (0 where the clip is active, as in Keras).
+      epsilon: the probability clip for ``from_logits=False``
+        (``keras.backend.epsilon()``'s default, 1e-7).
       reduction: ``"none"`` (default) returns the per-element loss;
         ``"sum"`` and ``"mean"`` return a scalar and keep only the gradient
         (one logits-sized tensor, in the logits' dtype) for the backward
@@ -175,8 +194,10 @@ def sigmoid_focal_loss(
 
     Raises:
       ValueError: ``gamma < 0``, ``alpha`` outside ``[0, 1]`` or of the wrong
-        length, ``label_smoothing`` outside ``[0, 1)``, a bad ``reduction``,
-        rank-0 inputs, or labels that do not broadcast to ``logits``.
+        length, ``label_smoothing`` outside ``[0, 1]``, a non-bool
+        ``apply_class_balancing`` or ``from_logits``, ``epsilon`` outside
+        ``(0, 0.5)``, a bad ``reduction``, rank-0 inputs, or labels that do
+        not broadcast to ``logits``.
       TypeError: non-floating logits or an unsupported labels dtype.
 
     References:
@@ -189,12 +210,18 @@ def sigmoid_focal_loss(
     array([[30.    ,  1.6501]], dtype=float32)
     """
     gamma = v.check_nonnegative_float("gamma", gamma)
-    label_smoothing = v.check_unit_interval("label_smoothing", label_smoothing, closed_right=False)
+    label_smoothing = v.check_unit_interval("label_smoothing", label_smoothing)
     reduction = v.check_reduction(reduction)
     alpha = v.check_class_vector("alpha", alpha)
+    alpha = kc.class_balancing_alpha(alpha, kc.check_bool("apply_class_balancing", apply_class_balancing,
+                                                          optional=True))
+    from_logits = kc.check_bool("from_logits", from_logits)
+    epsilon = kc.check_epsilon(epsilon)
     implementation = native.check_implementation(implementation)
     with tf.name_scope(name or "sigmoid_focal_loss"):
         logits = v.convert_logits(logits)
+        if not from_logits:  # probabilities: Keras' clipped logit, in the compute dtype
+            logits = kc.sigmoid_logits(tf.cast(logits, v.compute_dtype(logits.dtype)), epsilon)
         num_classes = logits.shape[-1]
         v.check_class_length("alpha", alpha, num_classes)
         if isinstance(alpha, np.ndarray) or isinstance(alpha, (tf.Tensor, tf.Variable)):
@@ -203,6 +230,8 @@ def sigmoid_focal_loss(
         _check_result_shape(labels.shape, logits.shape)
         weights = _convert_weights(sample_weight, labels.dtype, logits.shape)
         deps = v.assert_labels_in_unit_interval(labels) if check_labels else []
+        if label_smoothing == 1.0:  # every target 1/2; the kernels take [0, 1)
+            labels, label_smoothing = labels * 0.0 + 0.5, 0.0  # (NaN stays NaN, as in Keras)
         with tf.control_dependencies(deps):
             if native.use_native(implementation, logits, alpha):
                 return native.native_focal_loss(
