@@ -1,6 +1,8 @@
 """The ``fusedfocal`` command line: train, compare, evaluate, predict, profile, info.
 
 Run ``fusedfocal -h`` or ``fusedfocal COMMAND -h``; see ``docs/cli.md``.
+The command starts quietly: TensorFlow's C++ start-up lines are hidden unless
+``TF_CPP_MIN_LOG_LEVEL`` is set (see :mod:`fusedfocal._version`).
 ``FUSEDFOCAL_LOGICAL_CPUS=N`` splits the CPU into N logical devices (for
 ``--strategy mirrored`` on a machine without GPUs) before TensorFlow
 initialises its devices.
@@ -32,8 +34,11 @@ def _configure_logical_cpus():
 
 
 def main(argv=None):
-    """Entry point of the ``fusedfocal`` console script; returns the exit status."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Entry point of the ``fusedfocal`` console script; returns the exit status.
+
+    TensorFlow's C++ log level is chosen before TensorFlow loads, by
+    :mod:`fusedfocal._version` (``import fusedfocal.cli`` has imported
+    TensorFlow by the time this runs)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, subs = build_parser()
     args = parser.parse_args(argv)

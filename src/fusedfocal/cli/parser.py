@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "version_text"]
 
 
 def _groups(text):
@@ -192,13 +192,28 @@ def _add_train_flags(p):
                    help="Keras progress: 1 progress bar (default), 2 one line per epoch, 0 silent")
 
 
+def version_text() -> str:
+    """``fusedfocal --version``: this package's version and what its native op
+    was built against (read from the install's build record, which is cheap)."""
+    from fusedfocal import __version__
+    from fusedfocal.ops import native
+
+    info = native.build_info()
+    if not info:
+        built = "no build record of the native op"
+    elif info.get("native"):
+        built = f"native op built against TensorFlow {info.get('tensorflow')}"
+    else:
+        built = f"no native op: {info.get('reason', 'not built')}"
+    return f"fusedfocal {__version__} ({built})"
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fusedfocal",
         description="Train and compare multi-label text classifiers with focal and imbalance losses.")
-    from fusedfocal import __version__
-
-    parser.add_argument("--version", action="version", version=f"fusedfocal {__version__}")
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print the version and the TensorFlow the native op was built against, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     t = sub.add_parser("train", help="train one model with one loss into a run folder",
