@@ -38,6 +38,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = ROOT / "kernels"
+# Hidden local stand-ins for three libstdc++/glibc symbols that newer GCC
+# headers reach for, so the library stays within manylinux_2_27 (TensorFlow's
+# own wheel tag); see the file and docs/release.md.
+MANYLINUX_COMPAT = ROOT / "build_support" / "manylinux_compat.cc"
 LIBRARY_NAME = "_fused_focal_ops.so"
 INFO_NAME = "_build_info.json"
 INFO_SCHEMA = 1
@@ -263,6 +267,10 @@ def build(output: Path, *, cuda: str = "auto", xla: str = "on", jobs: int = 2,
     # TensorFlow's XLA at load time (FUSEDFOCAL_TF_REGISTER).
     ffi_flags = [cxx, "-std=c++17", "-O2", "-fPIC", "-DNDEBUG", f"-I{KERNELS}",
                  f"-isystem{tf_inc}", *WARN_FLAGS, "-DFUSEDFOCAL_TF_REGISTER=1"]
+    compat = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc" and MANYLINUX_COMPAT.is_file()
+    if compat:
+        obj = out / "manylinux_compat.o"
+        jobs_list.append((obj, [cxx, "-std=c++17", "-O2", "-fPIC", *WARN_FLAGS, "-c", MANYLINUX_COMPAT, "-o", obj]))
     if xla_on:
         obj = out / "focal_ffi_cpu.o"
         jobs_list.append((obj, [*ffi_flags, "-c", KERNELS / "focal_ffi_cpu.cc", "-o", obj]))
@@ -314,6 +322,7 @@ def build(output: Path, *, cuda: str = "auto", xla: str = "on", jobs: int = 2,
         "cuda": gpu,
         "cuda_note": why,
         "cuda_compile_checked": bool(nvcc) and not gpu,
+        "manylinux_compat": compat,
         "compiler": _compiler_version(cxx),
         "platform": f"{platform.system().lower()}_{platform.machine()}",
         "python": f"{sys.version_info[0]}.{sys.version_info[1]}",

@@ -25,7 +25,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="dev,plots,profile,docs"  # profile: tensorboard + xprof, so the profiler tests run in CI; docs: the strict docs build
 stamp=.venv/.fusedfocal-install-stamp
-want="$(cat pyproject.toml setup.py build_support/*.py kernels/*.* | sha256sum | cut -d' ' -f1) $extras"
+want="$(cat pyproject.toml setup.py build_support/*.py build_support/*.cc kernels/*.* | sha256sum | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f src/fusedfocal/ops/_build_info.json ]; then
   echo "[dev.sh] installing the dependencies of fusedfocal[$extras] into .venv"
   .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel

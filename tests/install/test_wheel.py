@@ -1,51 +1,33 @@
-"""The install carries the native op: a wheel built from a clean copy of the
-repository, installed with ``--no-deps`` into a throwaway ``--target`` beside
-this environment, finds its op, lowers to the XLA custom call, and says so in
-``fusedfocal info``. A build without a compiler still installs and says it
-has no native op.
+"""The install carries the native op: a wheel built from the sdist of a clean
+copy of the repository (the session fixture ``native_wheel``, conftest.py:
+the path ``pip install fusedfocal-X.tar.gz`` takes), installed with
+``--no-deps`` into a throwaway ``--target`` beside this environment, finds
+its op, lowers to the XLA custom call, and says so in ``fusedfocal info``. A
+build without a compiler still installs and says it has no native op.
 
-Slow (one full native build, about 1.5-2 min on 2 cores), but it runs in CI.
+Slow (one full native build, about 1.5-2 min on 2 cores, shared with
+test_release.py), but it runs in CI.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from wheeltools import env as _env
+from wheeltools import install as _install
+from wheeltools import probe as _probe
+from wheeltools import run_in as _run_in
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _clean_copy(dest: Path) -> Path:
-    """The tracked and untracked-not-ignored files: what a fresh clone has."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs git and a git checkout to make a clean copy of the repository")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    assert not list(dest.rglob("*.so")), "the clean copy must carry no built library"
-    return dest
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("FUSEDFOCAL_") and k not in ("PYTHONPATH", "CXX")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", **extra)
-    return env
 
 
 def _wheel(src: Path, dist: Path, env) -> tuple[Path, str, float]:
@@ -60,50 +42,22 @@ def _wheel(src: Path, dist: Path, env) -> tuple[Path, str, float]:
     return wheels[0], log, took
 
 
-def _install(wheel: Path, target: Path):
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q", "--target",
-                    str(target), str(wheel)], env=_env(), check=True, capture_output=True, text=True)
+def test_sdist_carries_what_the_build_needs(sdist):
+    """The sdist the wheel is built from: sources, build code, no built files."""
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+        pkg_info = t.extractfile(next(m for m in t.getmembers() if m.name.count("/") == 1
+                                      and m.name.endswith("/PKG-INFO"))).read().decode()
+    for need in ("pyproject.toml", "setup.py", "README.md", "build_support/backend.py",
+                 "build_support/native_build.py", "build_support/manylinux_compat.cc",
+                 "kernels/fused_focal_ops.cc", "kernels/focal_math.h", "src/fusedfocal/__init__.py"):
+        assert need in names, f"{need} missing from {sdist.name}"
+    assert not [n for n in names if n.endswith((".so", ".o")) or n.endswith("_build_info.json")], names
+    assert re.search(r"(?m)^Requires-Dist: tensorflow<2\.22,>=2\.21$", pkg_info), pkg_info
 
 
-def _run_in(target: Path, args, cwd: Path):
-    """A child interpreter that imports fusedfocal from ``target`` first."""
-    return subprocess.run([sys.executable, *args], env=_env(PYTHONPATH=str(target)), cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
-PROBE = r"""
-import json, warnings
-import numpy as np, tensorflow as tf
-warnings.simplefilter("always")
-with warnings.catch_warnings(record=True) as rec:
-    import fusedfocal
-    from fusedfocal.ops import native
-    x = tf.constant(np.linspace(-6, 6, 64, dtype=np.float32).reshape(8, 8))
-    y = tf.constant((np.arange(64).reshape(8, 8) % 3 == 0).astype(np.float32))
-    f = tf.function(jit_compile=True)(lambda x: tf.reduce_sum(fusedfocal.sigmoid_focal_loss(x, y)))
-    hlo = f.experimental_get_compiler_ir(x)(stage="optimized_hlo")
-    fusedfocal.sigmoid_focal_loss(x, y)
-st = native.status()
-print("PROBE " + json.dumps({"file": fusedfocal.__file__, "loaded": st["loaded"], "problem": st["problem"],
-      "xla_cpu": st["xla_cpu"], "custom_call": "fusedfocal_focal_loss" in hlo, "build": st["build"],
-      "warnings": [str(w.message) for w in rec if w.category is RuntimeWarning]}))
-"""
-
-
-def _probe(target: Path, cwd: Path) -> dict:
-    proc = _run_in(target, ["-c", PROBE], cwd)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
-    assert proc.returncode == 0 and line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(line[0][6:])
-
-
-@pytest.fixture(scope="module")
-def clean_copy(tmp_path_factory):
-    return _clean_copy(tmp_path_factory.mktemp("clone"))
-
-
-def test_wheel_carries_the_native_op(clean_copy, tmp_path):
-    wheel, log, took = _wheel(clean_copy, tmp_path / "dist", _env(FUSEDFOCAL_REQUIRE_NATIVE="1"))
+def test_wheel_carries_the_native_op(native_wheel, tmp_path):
+    wheel, log, took = native_wheel
     print(f"\n[install] wheel {wheel.name}, {wheel.stat().st_size / 1e6:.2f} MB, built in {took:.0f} s")
     # platform-tagged, not py3-none-any
     assert re.fullmatch(r"fusedfocal-[\w.]+-cp3\d+-cp3\d+-linux_\w+\.whl", wheel.name), wheel.name
@@ -129,6 +83,7 @@ def test_wheel_carries_the_native_op(clean_copy, tmp_path):
     assert probe["xla_cpu"].startswith("native custom call")
     assert probe["custom_call"], "the optimized HLO has no fusedfocal_focal_loss custom call"
     assert probe["warnings"] == []
+    assert abs(probe["jit"] - probe["pure_tf"]) <= 1e-5 * abs(probe["pure_tf"]), probe
     info_out = _run_in(target, ["-m", "fusedfocal", "info"], tmp_path)
     assert info_out.returncode == 0, info_out.stderr[-2000:]
     assert f"loaded from {target}" in info_out.stdout
