@@ -12,7 +12,12 @@ sigmoid focal loss gamma 2, alpha 0.25, mean over B x C, Keras 3 Adam):
 * ``fused``      -- ``fusedfocal.linear_focal_loss`` on padded label ids;
 * ``fusedfocal`` -- matmul + ``fusedfocal.SigmoidFocalLoss`` on dense multi-hot;
 * ``keras3``     -- matmul + ``keras.losses.BinaryFocalCrossentropy(
-  apply_class_balancing=True, from_logits=True)`` on dense multi-hot.
+  apply_class_balancing=True, from_logits=True)`` on dense multi-hot;
+* ``fused_sgd`` / ``fused_adam`` -- ``fusedfocal.ops.head_update.
+  linear_focal_loss_update``: the same loss with the gradient fused into the
+  update (no Keras optimizer, no kernel-sized gradient), label-major kernel,
+  stored in ``--weight-dtype`` (float32 or bfloat16, initialised chunk by
+  chunk in that dtype), Adam's slots in ``--moment-dtype``.
 
 The unfused providers build their ``[B, C]`` multi-hot labels from the same
 ids inside the step (as a pipeline that ships ids would; a pipeline that
@@ -80,13 +85,45 @@ def make_ids(batch, num_labels, seed=0):
     return ids
 
 
+def build_fused_update(provider, mode, num_labels, hidden, *, weight_dtype="float32", moment_dtype="float32",
+                       chunk=None, implementation="auto"):
+    """``(step(x, ids) -> loss, state)`` for the fused-update providers."""
+    import keras
+    import tensorflow as tf
+
+    from fusedfocal._head_common import init_in_chunks
+    from fusedfocal.ops import head_update as hu
+
+    rule = provider.split("_", 1)[1]
+    update = hu.HeadUpdate(optimizer=rule, moment_dtype=moment_dtype)
+    kernel = keras.Variable(keras.initializers.Zeros(), shape=(num_labels, hidden), dtype=weight_dtype,
+                            name="kernel")
+    init_in_chunks(kernel, keras.initializers.RandomNormal(0.0, hidden ** -0.5, seed=0), keras, weight_dtype)
+    bias = keras.Variable(keras.initializers.Constant(-4.0), shape=(num_labels,), dtype=weight_dtype, name="bias")
+    slots = {n: (keras.Variable(keras.initializers.Zeros(), shape=(num_labels, hidden), dtype=moment_dtype),
+                 keras.Variable(keras.initializers.Zeros(), shape=(num_labels,), dtype="float32"))
+             for n in update.slot_names}
+    state = hu.HeadState(kernel, bias, slots, keras.Variable(0, dtype="int64", trainable=False))
+    lr = {"sgd": 0.01 * num_labels, "adam": 1e-3}[rule]  # SGD on the mean over B x C needs a C-scaled rate
+
+    def step(x, ids):
+        return hu.linear_focal_loss_update(x, state, ids, update=update, learning_rate=lr, gamma=GAMMA,
+                                           alpha=ALPHA, chunk_size=chunk, implementation=implementation)
+
+    return tf.function(step, jit_compile=mode == "xla"), state
+
+
 def build(provider, mode, num_labels, hidden, batch_max, *, dtype="float32", layout="hc", chunk=None,
-          grad_mode="forward", implementation="auto"):
+          grad_mode="forward", implementation="auto", weight_dtype="float32", moment_dtype="float32"):
     """Returns ``(step(x, ids) -> loss, variables)``; the Adam slots are built."""
     import keras
     import tensorflow as tf
 
     import fusedfocal
+
+    if provider.startswith("fused_"):
+        return build_fused_update(provider, mode, num_labels, hidden, weight_dtype=weight_dtype,
+                                  moment_dtype=moment_dtype, chunk=chunk, implementation=implementation)
 
     shape = (hidden, num_labels) if layout == "hc" else (num_labels, hidden)
     # Initialised in float32 by TF (a NumPy float64 draw would need 3x the kernel's bytes at 3M labels).
@@ -144,13 +181,16 @@ def main(argv=None):
     p.add_argument("--grad-mode", default="forward")
     p.add_argument("--implementation", default="auto")
     p.add_argument("--limit-gib", type=float, default=16.0)
+    p.add_argument("--weight-dtype", default="float32", help="fused_sgd/fused_adam: the head's storage")
+    p.add_argument("--moment-dtype", default="float32", help="fused_adam: the slots' storage")
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     _watchdog(a.limit_gib * 2**30, t_start)
     import tensorflow as tf
 
     step, _ = build(a.provider, a.mode, a.C, a.H, a.B, dtype=a.dtype, layout=a.layout, chunk=a.chunk,
-                    grad_mode=a.grad_mode, implementation=a.implementation)
+                    grad_mode=a.grad_mode, implementation=a.implementation, weight_dtype=a.weight_dtype,
+                    moment_dtype=a.moment_dtype)
     rng = np.random.default_rng(1)
     dt = tf.as_dtype(a.dtype)
 
@@ -175,6 +215,7 @@ def main(argv=None):
         times.append(time.perf_counter() - t0)
     hwm = _status("VmHWM")
     out = dict(provider=a.provider, mode=a.mode, C=a.C, H=a.H, B=a.B, dtype=a.dtype, layout=a.layout,
+               weight_dtype=a.weight_dtype, moment_dtype=a.moment_dtype,
                chunk=a.chunk, grad_mode=a.grad_mode, implementation=a.implementation,
                resting_bytes=resting, cold_peak_above_resting_bytes=cold,
                peak_above_resting_bytes=max(0, hwm - rss1), peak_rss_bytes=hwm, rss_before_warm_bytes=rss1,

@@ -63,6 +63,41 @@ def _check_vector(name, value, num_labels):
     return out
 
 
+_INIT_ROWS = 1 << 16  # rows a chunk when a bfloat16 kernel is initialised
+
+
+def _chunk_initializer(initializer, lib, full_shape, rows, index):
+    """``initializer`` for a ``[rows, H]`` chunk of a ``full_shape`` kernel: a variance-scaling
+    initializer keeps the full shape's variance (its fans come from the shape it is called with),
+    and a seeded one gets a seed per chunk (else every chunk would repeat the first)."""
+    seed = getattr(initializer, "seed", None)
+    seed = None if seed is None else int(seed) + index if isinstance(seed, (int, np.integer)) else seed
+    if isinstance(initializer, lib.initializers.VarianceScaling):  # Glorot/He/LeCun are subclasses
+        fan_in, fan_out = full_shape
+        full_fan, chunk_fan = {"fan_in": (fan_in, rows), "fan_out": (fan_out, fan_out),
+                               "fan_avg": ((fan_in + fan_out) / 2, (rows + fan_out) / 2)}[initializer.mode]
+        return lib.initializers.VarianceScaling(scale=initializer.scale * chunk_fan / full_fan,
+                                                mode=initializer.mode, distribution=initializer.distribution,
+                                                seed=seed)
+    config = initializer.get_config()
+    if "seed" in config:
+        config["seed"] = seed
+    return type(initializer).from_config(config)
+
+
+def init_in_chunks(variable, initializer, lib, dtype, rows=_INIT_ROWS):
+    """Fills ``variable`` (``[C, H]``, created as zeros) chunk by chunk of rows, each drawn directly
+    in ``dtype``: initialising a 3M x 768 bfloat16 kernel in one call holds three kernel-sized
+    temporaries (the draw, its scaling, its shift); this holds one chunk's."""
+    full = tuple(int(d) for d in variable.shape)
+    tf_var = hu.tf_variable(variable, "kernel")
+    with tf.init_scope():
+        for i, start in enumerate(range(0, full[0], rows)):
+            n = min(rows, full[0] - start)
+            draw = _chunk_initializer(initializer, lib, full, n, i)((n,) + full[1:], dtype=dtype)
+            tf_var.scatter_update(tf.IndexedSlices(tf.cast(draw, tf_var.dtype), tf.range(start, start + n)))
+
+
 def _constant(value):
     def init(shape, dtype=None):
         return tf.constant(value, dtype=tf.as_dtype(dtype or "float32"), shape=shape)
@@ -113,8 +148,11 @@ class FocalHeadMixin:
         # optimizer never sees them); with bfloat16 storage the initializer draws in bfloat16.
         trainable = self.head_optimizer is None
         extra = {} if self.weight_dtype == "float32" else {"dtype": self.weight_dtype}
+        init = self.kernel_initializer if not extra or self.num_labels <= _INIT_ROWS else "zeros"
         self.kernel = self.add_weight(name="kernel", shape=(self.num_labels, int(hidden)),
-                                      initializer=self.kernel_initializer, trainable=trainable, **extra)
+                                      initializer=init, trainable=trainable, **extra)
+        if init == "zeros":
+            init_in_chunks(self.kernel, self.kernel_initializer, self._lib, self.weight_dtype)
         self.bias = (self.add_weight(name="bias", shape=(self.num_labels,), initializer=self.bias_initializer,
                                      trainable=trainable, **extra) if self.use_bias else None)
         self._head_state = None if self.head_optimizer is None else self._build_head_state(int(hidden))
