@@ -36,22 +36,6 @@ import test_public_docstrings  # noqa: E402 - its OWNER_FIXES
 OWNER_FIXES = [
     # A public name without a docstring: tests/test_public_docstrings.py lists the same ones.
     *[(None, f"public name without a docstring: {name}") for name in test_public_docstrings.OWNER_FIXES],
-    # ":mod:`fusedfocal._registry`" in the module docstring: a private module, not in the reference;
-    # write ``fusedfocal._registry``.
-    ("src/fusedfocal/keras.py:docstring of fusedfocal.keras:", "py:mod reference target not found: fusedfocal._registry"),
-    ("src/fusedfocal/legacy.py:docstring of fusedfocal.legacy:", "py:mod reference target not found: fusedfocal._registry"),
-    # ":func:`default_chunk_size`" in linear_focal_loss's Args: not in the reference (fusedfocal.ops does not
-    # export it); write ``fusedfocal.ops.linear.default_chunk_size``, or export it from fusedfocal.ops.
-    ("src/fusedfocal/ops/linear.py:docstring of fusedfocal.ops.linear.linear_focal_loss:",
-     "py:func reference target not found: default_chunk_size"),
-    # linear_focal_loss_update's Args: "gamma, alpha, ..., chunk_size,\n implementation: as for ..."
-    # breaks the field list (napoleon reads one name list per line): put the names on one line.
-    ("src/fusedfocal/ops/head_update.py:docstring of fusedfocal.ops.head_update.linear_focal_loss_update:",
-     "WARNING: Field list ends without a blank line"),
-    # HeadUpdate.slot_names is a property: napoleon reads "The per-weight state this rule keeps: ..." as
-    # "type: description"; write the summary without that colon.
-    ("src/fusedfocal/ops/head_update.py:docstring of fusedfocal.ops.head_update.HeadUpdate.slot_names:",
-     "py:class reference target not found: The per-weight state this rule keeps"),
 ]
 
 

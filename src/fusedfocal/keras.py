@@ -13,7 +13,7 @@ strategy, by the number of replicas, i.e. the global batch;
 ``"mean_with_sample_weight"`` divides by the sum of the weights, the right
 choice when a ``[B, C]`` weight masks missing labels.
 
-The classes are built from their declarations in :mod:`fusedfocal._registry`
+The classes are built from their declarations in ``fusedfocal._registry``
 (the same ones :mod:`fusedfocal.legacy` builds the tf_keras twins from);
 :func:`get` makes one from a short name (:data:`NAMES`).
 """

@@ -6,7 +6,7 @@ registered (package ``fusedfocal``). Reductions are tf_keras's
 number of loss elements). The loss is always computed in float32, also under
 the ``mixed_float16`` policy, where tf_keras' own losses run in float16.
 
-The classes are built from the declarations in :mod:`fusedfocal._registry`,
+The classes are built from the declarations in ``fusedfocal._registry``,
 like their Keras 3 twins; :func:`get` makes one from a short name.
 """
 

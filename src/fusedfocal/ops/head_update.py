@@ -43,8 +43,11 @@ from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class
 __all__ = ["HeadUpdate", "HeadState", "linear_focal_loss_update", "stochastic_round", "OPTIMIZERS",
            "WEIGHT_DTYPES", "ROUNDINGS"]
 
+#: The fused update rules: Keras 3's SGD (with momentum/Nesterov) and Adam.
 OPTIMIZERS = ("sgd", "adam")
+#: Storage dtypes of the head's weights and optimizer slots.
 WEIGHT_DTYPES = ("float32", "bfloat16")
+#: How float32 results are stored in bfloat16: seeded stochastic rounding, or round-to-nearest.
 ROUNDINGS = ("stochastic", "nearest")
 _SALT = {"kernel": 1, "bias": 2, "m": 3, "v": 4, "momentum": 5}
 
@@ -113,7 +116,7 @@ class HeadUpdate:
 
     @property
     def slot_names(self) -> tuple:
-        """The per-weight state this rule keeps: ``()``, ``("momentum",)`` or ``("m", "v")``."""
+        """The names of the per-weight state this rule keeps (``()``, ``("momentum",)`` or ``("m", "v")``)."""
         if self.optimizer == "adam":
             return ("m", "v")
         return ("momentum",) if self.momentum > 0 else ()
@@ -421,8 +424,8 @@ def linear_focal_loss_update(
         padded with -1, or dense multi-hot).
       update: the :class:`HeadUpdate` rule.
       learning_rate: float or scalar tensor (a schedule evaluated by the caller).
-      gamma, alpha, class_weights, logit_offsets, reduction, chunk_size,
-        implementation: as for :func:`fusedfocal.ops.linear_focal_loss`.
+      gamma, alpha, class_weights, logit_offsets, reduction, chunk_size, implementation: as for
+        :func:`fusedfocal.ops.linear_focal_loss`.
       name: optional name scope.
 
     Returns:

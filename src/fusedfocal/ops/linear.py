@@ -111,7 +111,7 @@ def linear_focal_loss(
         (logit adjustment); not applied by :func:`linear_top_k`.
       reduction: ``"mean"`` (over ``B * C``, as the unfused loss) or ``"sum"``.
       kernel_layout: ``"hc"`` or ``"ch"``, see ``kernel``.
-      chunk_size: labels per chunk; default :func:`default_chunk_size`
+      chunk_size: labels per chunk; default ``fusedfocal.ops.linear.default_chunk_size``
         (about ``2**22 / B``). ``C`` need not be a multiple of it.
       implementation: ``"auto"``, ``"native"`` or ``"xla"``, as for
         :func:`fusedfocal.sigmoid_focal_loss`: the element-wise part of each
