@@ -17,7 +17,8 @@ sigmoid focal loss gamma 2, alpha 0.25, mean over B x C, Keras 3 Adam):
   linear_focal_loss_update``: the same loss with the gradient fused into the
   update (no Keras optimizer, no kernel-sized gradient), label-major kernel,
   stored in ``--weight-dtype`` (float32 or bfloat16, initialised chunk by
-  chunk in that dtype), Adam's slots in ``--moment-dtype``.
+  chunk in that dtype), Adam's slots in ``--moment-dtype``; with a ``_bf16``
+  suffix (``fused_sgd_bf16``, ``fused_adam_bf16``) both are bfloat16.
 
 The unfused providers build their ``[B, C]`` multi-hot labels from the same
 ids inside the step (as a pipeline that ships ids would; a pipeline that
@@ -121,6 +122,8 @@ def build(provider, mode, num_labels, hidden, batch_max, *, dtype="float32", lay
 
     import fusedfocal
 
+    if provider.endswith("_bf16"):
+        provider, weight_dtype, moment_dtype = provider[:-5], "bfloat16", "bfloat16"
     if provider.startswith("fused_"):
         return build_fused_update(provider, mode, num_labels, hidden, weight_dtype=weight_dtype,
                                   moment_dtype=moment_dtype, chunk=chunk, implementation=implementation)

@@ -39,15 +39,16 @@ def _configs(full):
     return FULL if full else SMOKE
 
 
-def interleaved_steps(cfg, mode, rounds, interleaved_cls, run=None):
-    """Builds the three providers' steps at ``cfg`` and times them in
-    interleaved rounds; returns ``(stats, first_losses)``."""
+def interleaved_steps(cfg, mode, rounds, interleaved_cls, run=None, providers=PROVIDERS):
+    """Builds the providers' steps at ``cfg`` and times them in interleaved
+    rounds; returns ``(stats, first_losses)``. ``fused_sgd_bf16`` and
+    ``fused_adam_bf16`` are the fused-update heads (issue 26)."""
     import tensorflow as tf
 
     rng = np.random.default_rng(1)
     x = tf.constant(rng.normal(0, 1, (cfg["B"], cfg["H"])).astype(np.float32))
     ids = tf.constant(xs.make_ids(cfg["B"], cfg["C"]))
-    steps = {p: xs.build(p, mode, cfg["C"], cfg["H"], cfg["B"])[0] for p in PROVIDERS}
+    steps = {p: xs.build(p, mode, cfg["C"], cfg["H"], cfg["B"])[0] for p in providers}
     first = {p: float(s(x, ids)) for p, s in steps.items()}  # trace + compile
     rounds_ = interleaved_cls({p: (lambda s=s: float(s(x, ids))) for p, s in steps.items()})
     if run is None:
@@ -56,9 +57,9 @@ def interleaved_steps(cfg, mode, rounds, interleaved_cls, run=None):
     else:
         run(rounds_.round)
     stats = rounds_.stats()
-    base = stats["fusedfocal"]["median_ms"]
+    base = stats[providers[0] if "fusedfocal" not in stats else "fusedfocal"]["median_ms"]
     for p in stats:
-        stats[p]["vs_fusedfocal"] = stats[p]["median_ms"] / base
+        stats[p]["vs_fusedfocal" if "fusedfocal" in stats else f"vs_{providers[0]}"] = stats[p]["median_ms"] / base
     for p, s in steps.items():
         assert np.isfinite(float(s(x, ids))), p
     return stats, first
@@ -83,10 +84,12 @@ def test_xmc_step(mode, cfg, benchmark, run_benchmark, full_benchmark, interleav
 
 
 if __name__ == "__main__":
-    # ``python benchmarks/bench_xmc_step.py C H B MODE [ROUNDS]``: one cell, one JSON line.
+    # ``python benchmarks/bench_xmc_step.py C H B MODE [ROUNDS [PROVIDER ...]]``: one cell, one JSON
+    # line; e.g. ``131072 768 1024 xla 5 fused fused_sgd_bf16 fused_adam_bf16`` (issue 26's timing).
     from conftest import Interleaved
 
     c, h, b, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     n = int(sys.argv[5]) if len(sys.argv) > 5 else ROUNDS
-    stats, first = interleaved_steps(dict(C=c, H=h, B=b), mode, n, Interleaved)
+    chosen = tuple(sys.argv[6:]) or PROVIDERS
+    stats, first = interleaved_steps(dict(C=c, H=h, B=b), mode, n, Interleaved, providers=chosen)
     print(json.dumps(dict(C=c, H=h, B=b, mode=mode, rounds=n, interleaved=stats, first_losses=first)), flush=True)

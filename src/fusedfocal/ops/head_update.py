@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import types
 
 import tensorflow as tf
 
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import native
+from fusedfocal.ops._rounding import stochastic_round
 from fusedfocal.ops._linear_chunks import Elementwise, Head, Spec, could_record, plan, slice_
 from fusedfocal.ops.linear import default_chunk_size
 from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class_param, class_vector,
@@ -143,53 +145,6 @@ class HeadState:
     bias: object
     slots: dict
     iterations: object
-
-
-def _fmix32(x):
-    """MurmurHash3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2."""
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
-    x = x * tf.constant(0x85EBCA6B, tf.uint32)
-    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(13, tf.uint32)))
-    x = x * tf.constant(0xC2B2AE35, tf.uint32)
-    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(16, tf.uint32)))
-
-
-def _random_bits(shape, seed):
-    """uint32 bits for each element: a counter-based hash of the element's index and ``seed``.
-
-    Philox (``tf.random.stateless_uniform``) doubled the time of a bfloat16 fused step on the
-    CPU; one multiply-xorshift hash of the index fuses into the update's element loop.
-    """
-    seed = tf.cast(seed, tf.int64)
-    lo = lambda v: tf.cast(tf.bitwise.bitwise_and(v, tf.constant(0xFFFFFFFF, tf.int64)), tf.uint32)
-    key = _fmix32(lo(seed[0]) * tf.constant(0x9E3779B1, tf.uint32) + _fmix32(lo(seed[1]) + tf.constant(1, tf.uint32)))
-    n = tf.reduce_prod(shape)
-    idx = tf.reshape(tf.cast(tf.range(n), tf.uint32), shape)
-    return _fmix32(idx * tf.constant(0x9E3779B1, tf.uint32) + key)
-
-
-def stochastic_round(x, dtype, seed):
-    """``x`` (float32) stored in ``dtype`` with unbiased stochastic rounding.
-
-    For bfloat16: adds 16 random bits to the float32 bit pattern and
-    truncates the low 16 bits, so a value between two bfloat16 neighbours
-    rounds up with probability equal to its distance from the lower one (in
-    units of their spacing): ``E[round(x)] = x``. Infinities and NaNs stay
-    what they are. The bits are a hash of each element's position and
-    ``seed``, a shape ``[2]`` int tensor (a stream and a counter): the same
-    seed gives the same rounding. float32 returns ``x`` unchanged.
-    """
-    dtype = tf.as_dtype(dtype)
-    if dtype == tf.float32:
-        return x
-    if dtype != tf.bfloat16:
-        raise v.invalid("dtype", "float32 or bfloat16", dtype.name)
-    x = tf.cast(x, tf.float32)
-    bits = tf.bitcast(x, tf.uint32)
-    noise = tf.bitwise.right_shift(_random_bits(tf.shape(x), seed), tf.constant(16, tf.uint32))
-    rounded = tf.bitwise.bitwise_and(bits + noise, tf.constant(0xFFFF0000, tf.uint32))
-    out = tf.where(tf.math.is_finite(x), tf.bitcast(rounded, tf.float32), x)
-    return tf.cast(out, tf.bfloat16)  # exact: the low 16 bits are zero
 
 
 def tf_variable(var, name):
@@ -390,6 +345,53 @@ def _run(head, rule, labels, elem, num_classes, chunk, scale, want_dx):
     return total, gx, ops
 
 
+def _prepare(features, state, labels, update, learning_rate, *, gamma, alpha, class_weights, logit_offsets,
+             reduction, chunk_size, implementation):
+    """Checks the arguments (ValueError/TypeError naming them) and builds the loop's pieces."""
+    if not isinstance(update, HeadUpdate):
+        raise TypeError(f"Invalid type for argument `update`. Expected a HeadUpdate. "
+                        f"Received: {type(update).__name__}")
+    if not isinstance(state, HeadState):
+        raise TypeError(f"Invalid type for argument `state`. Expected a HeadState. Received: {type(state).__name__}")
+    gamma = v.check_nonnegative_float("gamma", gamma)
+    reduction = check_choice("reduction", reduction, ("sum", "mean"))
+    chunk_size = check_chunk_size(chunk_size)
+    implementation = native.check_implementation(implementation)
+    features = convert_float("features", features, 2)
+    kvar = tf_variable(state.kernel, "state.kernel")
+    if kvar.shape.rank != 2 or kvar.dtype not in (tf.float32, tf.bfloat16):
+        raise v.invalid("state.kernel", "a float32 or bfloat16 variable [C, H] (label-major)",
+                        f"{kvar.dtype.name} variable of shape {tuple(kvar.shape)}", describe=True)
+    num_classes, hidden = int(kvar.shape[0]), kvar.shape[1]
+    if features.shape[1] is not None and features.shape[1] != hidden:
+        raise v.invalid("features", f"shape [B, {hidden}] (H from `state.kernel`)",
+                        f"shape {tuple(features.shape)}", describe=True)
+    cdtype = tf.float32 if features.dtype != tf.float64 else tf.float64
+    xla = native.in_xla_context()
+    lab, checks = convert_labels(labels, features.shape[0], num_classes, xla=xla)
+    alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
+    if alpha is not None and not isinstance(alpha, float):
+        alpha = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
+            tf.cast(alpha, cdtype)
+    weights = class_vector("class_weights", class_weights, num_classes)
+    offsets = class_vector("logit_offsets", logit_offsets, num_classes)
+    weights = None if weights is None else tf.cast(weights, cdtype)
+    offsets = None if offsets is None else tf.cast(offsets, cdtype)
+    use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha)
+    elem = Elementwise(gamma, alpha, weights, use_native, cdtype)
+    chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
+    n_chunks = -(-num_classes // min(chunk, num_classes))
+    step = tf_variable(state.iterations, "state.iterations")
+    ok = tf.reduce_all(tf.math.is_finite(features))
+    rule = _Rule(update, state, learning_rate, step.read_value(), n_chunks, ok, xla)
+    count = tf.cast(tf.shape(features)[0], cdtype) * float(num_classes)
+    scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else tf.ones([], cdtype)
+    want_dx = could_record()
+    return types.SimpleNamespace(features=features, rule=rule, step=step, cdtype=cdtype, offsets=offsets,
+                                 checks=checks, labels=lab, elem=elem, num_classes=num_classes, chunk=chunk,
+                                 scale=scale, want_dx=want_dx)
+
+
 @tf.autograph.experimental.do_not_convert
 def linear_focal_loss_update(
     features,
@@ -433,56 +435,21 @@ def linear_focal_loss_update(
       Its gradient reaches ``features`` only: the head's variables get none
       (they were updated already).
     """
-    if not isinstance(update, HeadUpdate):
-        raise TypeError(f"Invalid type for argument `update`. Expected a HeadUpdate. "
-                        f"Received: {type(update).__name__}")
-    if not isinstance(state, HeadState):
-        raise TypeError(f"Invalid type for argument `state`. Expected a HeadState. Received: {type(state).__name__}")
-    gamma = v.check_nonnegative_float("gamma", gamma)
-    reduction = check_choice("reduction", reduction, ("sum", "mean"))
-    chunk_size = check_chunk_size(chunk_size)
-    implementation = native.check_implementation(implementation)
     with tf.name_scope(name or "linear_focal_loss_update"):
-        features = convert_float("features", features, 2)
-        kvar = tf_variable(state.kernel, "state.kernel")
-        if kvar.shape.rank != 2 or kvar.dtype not in (tf.float32, tf.bfloat16):
-            raise v.invalid("state.kernel", "a float32 or bfloat16 variable [C, H] (label-major)",
-                            f"{kvar.dtype.name} variable of shape {tuple(kvar.shape)}", describe=True)
-        num_classes, hidden = int(kvar.shape[0]), kvar.shape[1]
-        if features.shape[1] is not None and features.shape[1] != hidden:
-            raise v.invalid("features", f"shape [B, {hidden}] (H from `state.kernel`)",
-                            f"shape {tuple(features.shape)}", describe=True)
-        cdtype = tf.float32 if features.dtype != tf.float64 else tf.float64
-        xla = native.in_xla_context()
-        lab, checks = convert_labels(labels, features.shape[0], num_classes, xla=xla)
-        alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
-        if alpha is not None and not isinstance(alpha, float):
-            alpha = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
-                tf.cast(alpha, cdtype)
-        weights = class_vector("class_weights", class_weights, num_classes)
-        offsets = class_vector("logit_offsets", logit_offsets, num_classes)
-        weights = None if weights is None else tf.cast(weights, cdtype)
-        offsets = None if offsets is None else tf.cast(offsets, cdtype)
-        use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha)
-        elem = Elementwise(gamma, alpha, weights, use_native, cdtype)
-        chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
-        n_chunks = -(-num_classes // min(chunk, num_classes))
-        step = tf_variable(state.iterations, "state.iterations")
-        ok = tf.reduce_all(tf.math.is_finite(features))
-        rule = _Rule(update, state, learning_rate, step.read_value(), n_chunks, ok, xla)
-        count = tf.cast(tf.shape(features)[0], cdtype) * float(num_classes)
-        scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else tf.ones([], cdtype)
-        want_dx = could_record()
+        p = _prepare(features, state, labels, update, learning_rate, gamma=gamma, alpha=alpha,
+                     class_weights=class_weights, logit_offsets=logit_offsets, reduction=reduction,
+                     chunk_size=chunk_size, implementation=implementation)
+        rule, step, cdtype = p.rule, p.step, p.cdtype
 
         @tf.custom_gradient
         def inner(x):
-            head = _VarHead(x, rule, offsets, cdtype)
-            with tf.control_dependencies(checks):
-                total, gx, stores = _run(head, rule, lab, elem, num_classes, chunk, scale, want_dx)
+            head = _VarHead(x, rule, p.offsets, cdtype)
+            with tf.control_dependencies(p.checks):
+                total, gx, stores = _run(head, rule, p.labels, p.elem, p.num_classes, p.chunk, p.scale, p.want_dx)
             with tf.control_dependencies([total, gx, *stores]):
                 bump = step.assign_add(1, read_value=False)
             with tf.control_dependencies([bump] if bump is not None else []):
-                loss = tf.cast(total * tf.cast(scale, tf.float64), cdtype)
+                loss = tf.cast(total * tf.cast(p.scale, tf.float64), cdtype)
 
             def grad(upstream, variables=None):
                 gxs = v.upstream_times(upstream, tf.cast(gx, tf.float32) if gx.dtype != tf.float64 else gx,
@@ -494,4 +461,4 @@ def linear_focal_loss_update(
 
             return loss, grad
 
-        return inner(features)
+        return inner(p.features)
