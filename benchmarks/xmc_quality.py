@@ -20,6 +20,15 @@ minus the logit offsets for la), the same batches (one seeded shuffle) and the s
 
 The corpus is fixed (data seed 0); the seed varies the initial weights and the batch order.
 
+Issue 26 adds heads trained by the fused update (``--heads``), from the same start (the fused
+model's encoder weights and kernel, rounded to bfloat16):
+
+* **adam_bf16**: ``FocalHead(weight_dtype="bfloat16")`` in ``FocalHeadModel(...,
+  head_optimizer={"optimizer": "adam", "learning_rate": lr, "moment_dtype": "bfloat16"})``:
+  Adam's moments in bfloat16, stochastic rounding, the encoder on compile's Adam;
+* **adam_bf16_nearest**: the same with round-to-nearest (the ablation: expected to stall);
+* **adam_f32**: the fused update in float32 (what the fusion alone changes: nothing but order).
+
 Usage::
 
     python benchmarks/xmc_quality.py --out results.jsonl [--labels 131072 --train 20000 ...]
@@ -39,6 +48,8 @@ import numpy as np
 
 LOSSES = ("bce", "focal", "la")
 HEADS = ("fused", "unfused")
+UPDATE_HEADS = {"adam_f32": ("float32", "float32", "stochastic"), "adam_bf16": ("bfloat16", "bfloat16", "stochastic"),
+                "adam_bf16_nearest": ("bfloat16", "bfloat16", "nearest")}
 KS = (1, 3, 5)
 
 
@@ -149,6 +160,33 @@ def build_pair(args, data, loss_name, seed):
     return fused_model, dense_model
 
 
+def build_update_head(args, data, loss_name, seed, fused_model, variant):
+    """A FocalHeadModel whose head the fused update trains (issue 26), from ``fused_model``'s start."""
+    import keras
+    import tensorflow as tf
+
+    from fusedfocal import keras as fk
+    from fusedfocal.cli import models
+
+    C = args.labels
+    weight_dtype, moment_dtype, rounding = UPDATE_HEADS[variant]
+    kw, _, _ = loss_setup(loss_name, data["counts"], len(data["x"]))
+    kw["class_weights"] = C * kw.get("class_weights", np.ones(C))
+    keras.utils.set_random_seed(seed)
+    enc = models.build_model("fasttext", vocab_size=data["vocab_size"], num_labels=C, max_length=args.max_length,
+                             embed_dim=args.embed_dim, dropout=0.0, seed=seed, features_only=True)
+    head = fk.FocalHead(C, top_k=5, dtype="float32", name="focal_head", weight_dtype=weight_dtype, **kw)
+    opt = {"optimizer": "adam", "learning_rate": args.lr, "moment_dtype": moment_dtype, "rounding": rounding,
+           "seed": seed}
+    model = fk.FocalHeadModel(enc, head, head_optimizer=opt, name=variant)
+    model({"token_ids": tf.zeros([1, args.max_length], tf.int32)})
+    for a, b in zip(fused_model.encoder.weights, enc.weights):
+        b.assign(a)
+    head.kernel.assign(tf.cast(fused_model.head.kernel, head.kernel.dtype))
+    head.bias.assign(tf.cast(fused_model.head.bias, head.bias.dtype))
+    return model
+
+
 def dataset(data, args, seed):
     import tensorflow as tf
 
@@ -160,7 +198,7 @@ def dataset(data, args, seed):
 def top5(model, head, xt, batch=512):
     import tensorflow as tf
 
-    if head == "fused":
+    if head != "unfused":
         fn = tf.function(lambda x: model({"token_ids": x}, training=False)["ids"])
     else:
         fn = tf.function(lambda x: tf.math.top_k(model({"token_ids": x}, training=False), 5)[1])
@@ -185,7 +223,11 @@ def run(args):
             keras.backend.clear_session()
             gc.collect()
             fused_model, dense_model = build_pair(args, data, loss_name, seed)
-            for head, model in (("fused", fused_model), ("unfused", dense_model)):
+            models_ = {"fused": fused_model, "unfused": dense_model}
+            for variant in args.heads.split(","):
+                if variant in UPDATE_HEADS:
+                    models_[variant] = build_update_head(args, data, loss_name, seed, fused_model, variant)
+            for head, model in [(h, models_[h]) for h in args.heads.split(",")]:
                 model.compile(optimizer=keras.optimizers.Adam(args.lr), jit_compile=args.jit)
                 t = time.time()
                 hist = model.fit(dataset(data, args, seed), epochs=args.epochs, verbose=0)
@@ -202,13 +244,13 @@ def run(args):
                            **{k: m[k] for k in m if k.startswith(("p@", "psp@"))})
                 if head == "fused":
                     fused_top = top
-                else:  # how far the two trajectories drifted apart: the same ranked top-5 per document
+                elif head == "unfused":  # how far the two trajectories drifted apart: the same ranked top-5 per document
                     row["top5_same_rows"] = float(np.mean(np.all(top == fused_top, axis=1)))
                 print(json.dumps(row), flush=True)
                 if args.out:
                     with open(args.out, "a") as f:
                         f.write(json.dumps(row) + "\n")
-            del fused_model, dense_model
+            del fused_model, dense_model, models_
     print(f"total wall {time.time() - t0:.0f}s", flush=True)
 
 
@@ -228,9 +270,10 @@ def report(path, md, header):
 
     diffs = []
     for loss in LOSSES:
+        heads = (*HEADS, *UPDATE_HEADS)
         by = {h: sorted([r for r in rows if r["loss"] == loss and r["head"] == h], key=lambda r: r["seed"])
-              for h in HEADS}
-        for h in HEADS:
+              for h in heads}
+        for h in heads:
             if not by[h]:
                 continue
             cells = ["%.2f ± %.2f" % ms([r[c] for r in by[h]]) for c in cols]
@@ -273,6 +316,8 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--losses", default="bce,focal,la")
     p.add_argument("--no-jit", dest="jit", action="store_false")
+    p.add_argument("--heads", default="fused,unfused",
+                   help="comma list of fused, unfused and the fused-update heads " + ", ".join(UPDATE_HEADS))
     p.add_argument("--out", help="append JSON lines here")
     p.add_argument("--report", help="make the markdown table from these JSON lines")
     p.add_argument("--md")
