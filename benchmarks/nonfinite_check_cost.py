@@ -11,7 +11,7 @@ Three ``model.fit`` runs of the same small text CNN, each ``--steps`` steps, med
   check and the per-epoch weight check).
 
 It also times the check alone (``on_train_batch_end`` with a float loss) and the per-epoch weight
-check. Usage: ``python scripts/nonfinite_check_cost.py [--steps 200] [--repeats 5] [--batch 32]``.
+check. Usage: ``python benchmarks/nonfinite_check_cost.py [--steps 200] [--repeats 5] [--batch 32]``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ seeded random 1,000 training documents (its own split, not the CLI's), tunes one
 threshold for micro-F1 on them, and reports micro-/macro-F1 on the 3,019 test documents, for regex word
 unigrams and for fusedfocal's WordPiece tokens (``--vocab-size 30000``, learnt on the other 6,769).
 
-Usage: .venv/bin/python scripts/reuters_sklearn_svm.py [REUTERS_DIR]
+Usage: .venv/bin/python benchmarks/reuters_sklearn_svm.py [REUTERS_DIR]
 """
 
 from __future__ import annotations

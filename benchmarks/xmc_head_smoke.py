@@ -2,7 +2,7 @@
 
 Keras 3, jit_compile, padded label ids, B=256, H=128, 8,192 training documents, 4 epochs; prints
 the loss per epoch, P@k/nDCG@k/PSP@k on 512 test documents and the process peak RSS.
-Run: PYTHONPATH=src python scripts/xmc_head_smoke.py
+Run: PYTHONPATH=src python benchmarks/xmc_head_smoke.py
 """
 import time, resource, numpy as np, keras
 from fusedfocal import data, metrics_xmc

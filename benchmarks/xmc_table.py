@@ -1,6 +1,6 @@
 """The README's XMC step table from ``benchmarks/xmc_grid.py`` output (issue 19).
 
-``python scripts/xmc_table.py benchmarks/results/xmc-step-*.jsonl
+``python benchmarks/xmc_table.py benchmarks/results/xmc-step-*.jsonl
 [--interleaved benchmarks/results/xmc-step-interleaved-*.json]``
 
 One row per (C, H, B, mode): each provider's warm step time (median of its
