@@ -13,7 +13,7 @@ from fusedfocal.cli.errors import CLIError, RunEnded, log
 from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
 from fusedfocal.cli.prepare import prepare
 from fusedfocal.cli.runtime import make_strategy
-from fusedfocal.cli.train import diverged_info, ended, train_run
+from fusedfocal.cli.train import check_head_early, diverged_info, ended, train_run
 
 DEFAULT_LOSSES = "bce,focal,asl,db,la"
 MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
@@ -85,6 +85,7 @@ def cmd_compare(args):
     out = Path(args.out)
     rundir.precheck(out, rundir.COMPARE_FILES, resume=args.resume, overwrite=args.overwrite,
                     finished=rundir.COMPARISON_JSON)
+    check_head_early(args, out)  # --head-optimizer / --head-dtype: before minutes of data preparation
     t_start = time.time()
     seeds = list(args.seeds or [args.seed])
     preps = {}
@@ -94,7 +95,7 @@ def cmd_compare(args):
         preps[seed] = prepare(args_s, wordpiece=first.pipeline.wordpiece_vocab if first else None,
                               warn_truncation=first is None)
         if first is None:  # the settings chosen from the data hold for every seed
-            for name in settings.RESOLVED:
+            for name in settings.RESOLVED + settings.HEAD_SETTINGS:
                 setattr(args, name, getattr(args_s, name))
     prep = preps[seeds[0]]
     if args.resume and not prep.settings:
@@ -102,6 +103,8 @@ def cmd_compare(args):
     for p in preps.values():  # every seed's runs store the settings chosen once
         p.settings = prep.settings
     fused.resolve_select(getattr(args, "select", None), prep.head)
+    if prep.head == "fused":  # a fused update (given, or chosen for bfloat16) needs one replica
+        fused.check_head_flags(args, "fused", replicas=make_strategy(args.strategy).num_replicas_in_sync)
     if prep.head == "fused" and not args.losses:  # --head auto chose it: its default losses
         specs = parse_loss_specs([fused.DEFAULT_LOSSES])
     runs = []

@@ -20,6 +20,14 @@ the model is the usual encoder without its Dense logits layer, followed by
   a fused run has no ``thresholds.json``, and ``predict`` prints the top-k;
 * **selection**: the best epoch by validation P@1 (``--select p@1``, the default on this path), or
   nDCG@5, the validation loss or the last epoch.
+* **head optimizer and storage** (issue 26): ``--head-optimizer shared`` (the default: compile's
+  ``--optimizer`` trains the head with the encoder) or ``sgd``/``adam``, a fused update inside the
+  head's loss (``FocalHeadModel(head_optimizer=...)``: no kernel-sized gradient; SGD with the
+  command line's momentum 0.9, Adam with the run's ``--adam-epsilon``, both with ``--weight-decay``
+  and ``--seed`` for the stochastic rounding) at ``--head-learning-rate``; ``--head-dtype float32``
+  (default) or ``bfloat16`` weights. :func:`check_head_flags` refuses them on the dense head and a
+  fused update under a strategy with several replicas; :mod:`fusedfocal.cli.settings` chooses the
+  defaults (:func:`~fusedfocal.cli.settings.resolve_head`).
 
 Why 4096: up to EUR-Lex's size (about 4K labels) the dense path's per-label thresholds and macro-F1
 are meaningful and cheap (issue 13 measured the loss at 1-3% of a step at 4,096 labels); beyond
@@ -36,9 +44,10 @@ import numpy as np
 
 from fusedfocal.cli.errors import CLIError
 
-__all__ = ["HEADS", "FUSED_ABOVE", "LOSSES", "DEFAULT_LOSSES", "K", "KS", "resolve_head", "check_loss",
-           "resolve_select", "head_kwargs", "build_model", "predict_top_k", "label_ids", "top_k_metrics",
-           "validation_scores", "run_result"]
+__all__ = ["HEADS", "FUSED_ABOVE", "LOSSES", "DEFAULT_LOSSES", "K", "KS", "HEAD_OPTIMIZERS", "HEAD_DTYPES",
+           "SGD_MOMENTUM", "resolve_head", "check_loss", "check_head_flags", "check_resumed_head",
+           "head_optimizer_config", "resolve_select", "head_kwargs", "build_model", "predict_top_k", "label_ids",
+           "top_k_metrics", "validation_scores", "run_result"]
 
 HEADS = ("auto", "dense", "fused")
 FUSED_ABOVE = 4096
@@ -48,6 +57,9 @@ K = 5
 KS = (1, 3, 5)
 _PARAMS = {"bce": (), "focal": ("gamma", "alpha"), "la": ("tau",), "cb": ("beta", "gamma", "alpha")}
 _DENSE_SELECT = ("macro_f1", "micro_f1")
+HEAD_OPTIMIZERS = ("shared", "sgd", "adam")  # shared: compile's --optimizer trains the head (head_optimizer=None)
+HEAD_DTYPES = ("float32", "bfloat16")
+SGD_MOMENTUM = 0.9  # the command line's SGD (train._optimizer)
 
 
 def resolve_head(head, num_labels, above=FUSED_ABOVE):
@@ -64,6 +76,72 @@ def check_loss(name, flag):
     if name not in LOSSES:
         raise CLIError(flag, f"expected one of {', '.join(LOSSES)} with the fused head (--head fused, or --head "
                              f"auto above --fused-head-above labels); received {name!r}")
+
+
+def check_head_flags(args, head, *, replicas=1, why_dense=""):
+    """``--head-optimizer``, ``--head-dtype`` and ``--head-learning-rate`` against the head and the
+    strategy (``None``: not given or not chosen yet). The dense head takes none of them (but the
+    defaults); bfloat16 weights need a fused update; a fused update trains one copy of the head,
+    so not under a strategy with more than one replica. ``why_dense``: how the dense head was
+    chosen (``--head auto`` on this data)."""
+    opt, dtype = getattr(args, "head_optimizer", None), getattr(args, "head_dtype", None)
+    rate = getattr(args, "head_learning_rate", None)
+    if head == "dense":
+        dense = why_dense or "--head dense"
+        for flag, value, default in (("--head-optimizer", opt, "shared"), ("--head-dtype", dtype, "float32")):
+            if value not in (None, default):
+                raise CLIError(flag, f"expected {default} (or no {flag}) with the dense head, whose Dense logits "
+                                     f"layer is trained by --optimizer in float32 ({flag} is the fused head's: "
+                                     f"--head fused); received {value} with {dense}")
+        if rate is not None:
+            raise CLIError("--head-learning-rate", f"expected no --head-learning-rate with the dense head (it is "
+                                                   f"the fused head's update's rate: --head fused); received {rate} "
+                                                   f"with {dense}")
+        return
+    if dtype == "bfloat16" and opt == "shared":
+        raise CLIError("--head-dtype", "expected --head-optimizer sgd or adam with --head-dtype bfloat16 (their "
+                                       "fused update rounds stochastically; the shared Keras optimizer would round "
+                                       "every step to nearest and lose the small ones); received --head-optimizer "
+                                       "shared")
+    if opt == "shared" and rate is not None:
+        raise CLIError("--head-learning-rate", f"expected --head-optimizer sgd or adam with --head-learning-rate "
+                                               f"(with shared, --learning-rate trains the head); received "
+                                               f"--head-learning-rate {rate} with --head-optimizer shared")
+    if opt in ("sgd", "adam") and replicas > 1:
+        raise CLIError("--head-optimizer", f"expected shared (or no --head-optimizer) with {replicas} replicas "
+                                           f"(--strategy {getattr(args, 'strategy', '?')}): a fused update changes "
+                                           f"each replica's copy of the head on its own; received {opt}")
+
+
+def check_resumed_head(stored, args):
+    """``--resume`` with the stored head: a checkpoint holds that head's weights (their dtype, and
+    the fused update's slots), so ``--head-optimizer``/``--head-dtype`` given now must match."""
+    for name, default in (("head_optimizer", "shared"), ("head_dtype", "float32")):
+        was, now = stored.get(name) or default, getattr(args, name, None) or default
+        if was != now:
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(flag, f"expected the interrupted run's {flag} {was} to resume it (its checkpoints hold "
+                                 f"that head's weights); received {now}. Start a new run (another --out, or "
+                                 f"--overwrite) to change it")
+
+
+def head_optimizer_config(args):
+    """The ``FocalHeadModel(head_optimizer=...)`` of ``--head-optimizer``: ``None`` for shared
+    (and for a run folder older than the flag), else the :class:`fusedfocal.ops.head_update.HeadUpdate`
+    fields and ``learning_rate``: SGD with the command line's momentum, Adam with the run's
+    epsilon, ``--weight-decay`` (Keras' decoupled decay, as the shared optimizer applies it) and
+    ``--seed`` for the stochastic rounding of bfloat16 weights."""
+    name = getattr(args, "head_optimizer", None) or "shared"
+    if name == "shared":
+        return None
+    rate = getattr(args, "head_learning_rate", None) or args.learning_rate
+    cfg = {"optimizer": name, "learning_rate": float(rate),
+           "weight_decay": float(getattr(args, "weight_decay", 0.0) or 0.0), "seed": int(args.seed)}
+    if name == "sgd":
+        cfg["momentum"] = SGD_MOMENTUM
+    else:
+        cfg["epsilon"] = float(getattr(args, "adam_epsilon", None) or 1e-7)
+    return cfg
 
 
 def resolve_select(select, head):
@@ -151,13 +229,24 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
                                  ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
                                  ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf",
                                  features_only=True)
+    # --head-dtype: the kernel and bias's storage (float32 math per chunk either way);
+    # --head-optimizer: None (compile's optimizer trains the head) or the fused update's config.
+    weight_dtype = getattr(args, "head_dtype", None) or "float32"
     head = fk.FocalHead(pipe.num_labels, top_k=min(K, pipe.num_labels), dtype="float32", name="focal_head",
-                        kernel_initializer=keras.initializers.GlorotUniform(seed=args.seed), **kw)
-    model = fk.FocalHeadModel(encoder, head, name=f"fusedfocal_{args.model}_fused")
-    model({"token_ids": tf.zeros([1, args.max_length], tf.int32)})  # builds every weight (checkpoints load into them)
+                        kernel_initializer=keras.initializers.GlorotUniform(seed=args.seed),
+                        weight_dtype=weight_dtype, **kw)
+    model = fk.FocalHeadModel(encoder, head, head_optimizer=head_optimizer_config(args),
+                              name=f"fusedfocal_{args.model}_fused")
+    dummy = {"token_ids": tf.zeros([1, args.max_length], tf.int32)}
+    if weight_dtype != "float32":
+        # Keras builds an unbuilt model by tracing its call() symbolically, where a bfloat16 head's
+        # raw variable read fails (a UserWarning, then the eager build): build the head eagerly first.
+        head(encoder(dummy))
+    model(dummy)  # builds every weight (checkpoints load into them)
     if args.prior_bias:  # the logit the loss sees starts at the prior log-odds: for la, bias + offsets
         bias = models.prior_logits(prep.fit_counts / max(prep.fit_docs, 1))
-        head.bias.assign((bias - kw.get("logit_offsets", 0.0)).astype(np.float32))
+        bias = (bias - kw.get("logit_offsets", 0.0)).astype(np.float32)
+        head.bias.assign(bias if weight_dtype == "float32" else tf.cast(bias, weight_dtype))
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
@@ -262,6 +351,9 @@ def run_result(args, prep, model, loss_name, loss_params, records, *, selection,
         "settings": {"model": args.model, "head": "fused", "top_k": K, "epochs": args.epochs,
                      "batch_size": args.batch_size, "optimizer": getattr(args, "optimizer", "adam"),
                      "learning_rate": args.learning_rate, "weight_decay": getattr(args, "weight_decay", 0.0),
+                     "head_optimizer": getattr(args, "head_optimizer", None) or "shared",
+                     "head_dtype": getattr(args, "head_dtype", None) or "float32",
+                     "head_learning_rate": getattr(args, "head_learning_rate", None),
                      "max_length": args.max_length, "truncated_training_documents": prep.truncation or None,
                      "patience": getattr(args, "patience", None), "vocab_size": args.vocab_size,
                      "vocab_tokens": len(prep.pipeline.wordpiece_vocab),

@@ -139,6 +139,18 @@ def _add_train_flags(p):
                         "above --fused-head-above labels")
     m.add_argument("--fused-head-above", type=_positive_int, default=4096, metavar="LABELS",
                    help="--head auto picks the fused head above this many labels (default 4096, about EUR-Lex)")
+    m.add_argument("--head-optimizer", default=None, choices=["shared", "sgd", "adam"],
+                   help="fused head: shared (default, today's path: --optimizer trains the head with the encoder) "
+                        "or a fused update inside the head's loss, sgd (momentum 0.9) or adam, that never forms "
+                        "the kernel-sized gradient (default: shared; with --head-dtype bfloat16, the run's "
+                        "--optimizer)")
+    m.add_argument("--head-dtype", default=None, choices=["float32", "bfloat16"],
+                   help="fused head: how its kernel and bias are stored (default float32); bfloat16 halves them "
+                        "and needs --head-optimizer sgd or adam (stochastic rounding)")
+    m.add_argument("--head-learning-rate", type=_positive_float, default=None, metavar="LR",
+                   help="fused head with --head-optimizer sgd or adam: its rate (default: --learning-rate when "
+                        "the head's rule is --optimizer, else that rule's default, sgd 0.33, adam 2e-3; the "
+                        "head's loss is summed over labels, so a rate does not depend on the number of labels)")
     m.add_argument("--select", default=None, choices=["macro_f1", "micro_f1", "p@1", "ndcg@5", "val_loss", "last"],
                    help="the epoch whose weights are kept: best validation macro-F1 at the tuned global threshold "
                         "(the dense head's default), micro-F1, P@1 (the fused head's default), nDCG@5 (fused), "

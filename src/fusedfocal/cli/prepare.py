@@ -143,6 +143,11 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
     from fusedfocal.cli import fused
 
     head = fused.resolve_head(getattr(args, "head", None), len(label_vocab), getattr(args, "fused_head_above", None))
+    if head == "dense":  # --head-optimizer, --head-dtype, --head-learning-rate are the fused head's
+        fused.check_head_flags(args, head, why_dense=(
+            "--head dense" if getattr(args, "head", None) == "dense" else
+            f"--head auto, which chose the dense head for {len(label_vocab)} labels (at most --fused-head-above "
+            f"{getattr(args, 'fused_head_above', None) or fused.FUSED_ABOVE})"))
     # The settings not given (vocabulary size, model, max length, the model's optimizer, rate and
     # batch size, epochs) are chosen from the data here (fusedfocal.cli.settings), before the
     # pipeline's shapes are fixed; a resumed run has them all from its config.json already.
@@ -172,9 +177,17 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
                                       wordpiece, label_vocab)
             chosen = st.resolve(args, probe.token_lengths(texts), documents=len(texts),
                                 vocab_tokens=len(wordpiece), val_docs=len(val[0]), settings=chosen, head=head)
-            if not quiet_settings:
-                for line in st.block(chosen):
-                    log(line)
+        # the fused head's optimizer, storage and rate ({} for the dense head); as for the settings
+        # above, a run given every one of them (compare --resume: the stored ones) records none
+        head_unresolved = (getattr(args, "head_optimizer", None) is None or getattr(args, "head_dtype", None) is None
+                           or (args.head_optimizer != "shared" and getattr(args, "head_learning_rate", None) is None))
+        head_chosen = st.resolve_head(args, head)
+        fused.check_head_flags(args, head)
+        if unresolved or head_unresolved:
+            chosen.update(head_chosen)
+        if (unresolved or (head_unresolved and head_chosen)) and not quiet_settings:
+            for line in st.block(chosen):
+                log(line)
         pipeline = data.TextPipeline(_config(args, head), wordpiece, label_vocab)
     # Documents per label in the fit split, from label ids (a multi-hot [N, C] would not fit for XMC).
     index = pipeline.label_vocab.index

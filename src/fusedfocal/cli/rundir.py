@@ -67,7 +67,8 @@ _STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "spl
            "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
            "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
            "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience", "optimizer",
-           "weight_decay", "head", "fused_head_above", "adam_epsilon")
+           "weight_decay", "head", "fused_head_above", "adam_epsilon", "head_optimizer", "head_dtype",
+           "head_learning_rate")
 FAULT_ENV = "FUSEDFOCAL_FAULT"
 FAULT_ACTION_ENV = "FUSEDFOCAL_FAULT_ACTION"
 FAULT_ERRNO_ENV = "FUSEDFOCAL_FAULT_ERRNO"
@@ -422,6 +423,16 @@ def load_run(run_dir):
             raise CLIError("RUN_DIR", f"the label vocabulary does not match the model: expected "
                                       f"{model.head.num_labels} labels (the fused head's); received "
                                       f"{len(pipeline.label_vocab)} in label_vocab.json")
+        # model.keras rebuilds the head it was trained with (weight dtype, head optimizer and its
+        # slots); it must be the head config.json records (absent: a run older than those flags)
+        stored = cfg.get("args") or {}
+        opt = model.head.head_optimizer
+        found = {"head_dtype": model.head.weight_dtype, "head_optimizer": "shared" if opt is None else opt.update.optimizer}
+        for name, default in (("head_dtype", "float32"), ("head_optimizer", "shared")):
+            if (stored.get(name) or default) != found[name]:
+                raise CLIError("RUN_DIR", f"the fused head of {MODEL_FILE} does not match {CONFIG_FILE}: expected "
+                                          f"{name.replace('_', '-')} {stored.get(name) or default}; received "
+                                          f"{found[name]} in {run_dir / MODEL_FILE}")
         return model, pipeline, None, cfg
     thresholds = json.loads((run_dir / THRESHOLDS_FILE).read_text())
     out_dim = model.output_shape[-1]

@@ -14,6 +14,11 @@ what the step before it fixed:
    ``--ngram-bigrams``): the model's defaults, :data:`MODEL_DEFAULTS`.
 5. ``--epochs``: about :data:`STEP_BUDGET` optimizer steps, within [:data:`MIN_EPOCHS`,
    :data:`MAX_EPOCHS`]; early stopping (``--patience``) ends a run that stops improving.
+6. The fused head's ``--head-optimizer``, ``--head-dtype`` and ``--head-learning-rate``
+   (:func:`resolve_head`, :data:`HEAD_SETTINGS`): today's shared optimizer and float32 weights
+   unless given (a bfloat16 head gets the run's ``--optimizer`` as a fused update); the rate of a
+   fused update is ``--learning-rate`` when its rule is ``--optimizer``, else that rule's
+   :data:`OPTIMIZER_RATES`.
 
 :func:`resolve_vocab` and :func:`resolve` record each choice as a :class:`Setting` (value, source,
 why); the run prints them in one block (:func:`block`) and stores them in ``config.json``, whose
@@ -28,7 +33,8 @@ import math
 
 import numpy as np
 
-__all__ = ["Setting", "MODEL_DEFAULTS", "OPTIMIZER_RATES", "resolve_vocab", "resolve", "block", "restored", "RESOLVED",
+__all__ = ["Setting", "MODEL_DEFAULTS", "OPTIMIZER_RATES", "resolve_vocab", "resolve", "resolve_head", "block",
+           "restored", "RESOLVED", "HEAD_SETTINGS", "HEAD_DEFAULT_WHY",
            "VOCAB_CAP", "LONG_DOCUMENT", "MIN_LENGTH", "MAX_LENGTH", "STEP_BUDGET", "MIN_EPOCHS", "MAX_EPOCHS",
            "LENGTH_PERCENTILE"]
 
@@ -71,7 +77,13 @@ MODEL_NOTES = {
 # Shown in this order; the values end up in args and config.json.
 RESOLVED = ("model", "ngram_hidden", "ngram_bigrams", "max_length", "vocab_size", "optimizer", "learning_rate",
             "adam_epsilon", "batch_size", "epochs", "patience")
-FLAGS = {k: "--" + k.replace("_", "-") for k in RESOLVED}
+# The fused head's own settings (resolve_head), after those; the dense head has none of them.
+HEAD_SETTINGS = ("head_optimizer", "head_dtype", "head_learning_rate")
+FLAGS = {k: "--" + k.replace("_", "-") for k in RESOLVED + HEAD_SETTINGS}
+# Why --head-optimizer shared and --head-dtype float32 are the defaults.
+HEAD_DEFAULT_WHY = ("today's behaviour: --optimizer trains the head with the encoder, float32 weights. sgd/adam "
+                    "(a fused update, no kernel-sized gradient) and bfloat16 save memory; their quality is not "
+                    "measured yet (docs/xmc.md, the head-memory section)")
 
 
 @dataclasses.dataclass
@@ -210,6 +222,63 @@ def resolve(args, lengths, *, documents, vocab_tokens, val_docs, settings=None, 
         args.patience = 3
         out["patience"] = Setting(3, "default", "stop after 3 epochs without a better validation score")
     return {k: out[k] for k in RESOLVED if k in out}
+
+
+def resolve_head(args, head):
+    """The fused head's ``--head-optimizer``, ``--head-dtype`` and ``--head-learning-rate`` still
+    ``None`` on ``args``, in place (call after :func:`resolve`: the rate rule reads ``--optimizer``
+    and ``--learning-rate``). Returns ``{name: Setting}`` in the order of :data:`HEAD_SETTINGS`;
+    ``{}`` for the dense head, whose ``args`` get the defaults (any other value is refused by
+    :func:`fusedfocal.cli.fused.check_head_flags`).
+
+    * ``--head-dtype``: float32, today's.
+    * ``--head-optimizer``: shared, today's (compile's ``--optimizer`` trains the head); with
+      ``--head-dtype bfloat16`` the run's ``--optimizer`` as a fused update, whose stochastic
+      rounding bfloat16 needs (a Keras optimizer rounds every step to nearest, losing small ones).
+    * ``--head-learning-rate`` (a fused update only): ``--learning-rate`` when the head's rule is
+      ``--optimizer`` (the rate the shared optimizer gave the head: the head's loss is the same sum
+      over labels); else that rule's command-line rate, :data:`OPTIMIZER_RATES` (SGD's 0.33 is
+      for the loss summed over labels, which the head's is, so it does not depend on the label count).
+    """
+    if head != "fused":  # not used by the dense head; stored as the defaults
+        if not _given(args, "head_optimizer"):
+            args.head_optimizer = "shared"
+        if not _given(args, "head_dtype"):
+            args.head_dtype = "float32"
+        return {}
+    out = {}
+    if _given(args, "head_dtype"):
+        out["head_dtype"] = Setting(args.head_dtype, "flag", "given")
+    else:
+        args.head_dtype = "float32"
+        out["head_dtype"] = Setting("float32", "default", HEAD_DEFAULT_WHY)
+    if _given(args, "head_optimizer"):
+        out["head_optimizer"] = Setting(args.head_optimizer, "flag", "given")
+    elif args.head_dtype == "bfloat16":
+        args.head_optimizer = args.optimizer
+        out["head_optimizer"] = Setting(args.optimizer, "default", (
+            f"the run's --optimizer as a fused update: bfloat16 weights need its stochastic rounding (the shared "
+            f"Keras optimizer would round each step to nearest and lose the small ones)"))
+    else:
+        args.head_optimizer = "shared"
+        out["head_optimizer"] = Setting("shared", "default", HEAD_DEFAULT_WHY)
+    if args.head_optimizer == "shared":
+        pass  # the head trains at --learning-rate; a given --head-learning-rate is refused (check_head_flags)
+    elif _given(args, "head_learning_rate"):
+        out["head_learning_rate"] = Setting(args.head_learning_rate, "flag", "given")
+    elif args.head_optimizer == args.optimizer:
+        args.head_learning_rate = args.learning_rate
+        out["head_learning_rate"] = Setting(args.learning_rate, "default", (
+            f"the run's --learning-rate: the head's loss is the same sum over labels as the encoder's, and the "
+            f"shared {args.optimizer} gave the head this rate"))
+    else:
+        args.head_learning_rate = OPTIMIZER_RATES[args.head_optimizer]
+        note = ", momentum 0.9, for the loss summed over labels, which the head's is" if (
+            args.head_optimizer == "sgd") else ""
+        out["head_learning_rate"] = Setting(args.head_learning_rate, "default", (
+            f"the command line's {args.head_optimizer} rate{note} (the run's {args.optimizer} rate "
+            f"{_fmt(args.learning_rate)} is for another rule); not measured on the fused head"))
+    return {k: out[k] for k in ("head_optimizer", "head_dtype", "head_learning_rate") if k in out}
 
 
 def block(settings, *, stored=False):

@@ -40,9 +40,15 @@ def _finite(value):
 
 
 def weights_finite(model):
+    """Every trainable weight finite, and a fused head's kernel and bias (its head optimizer trains
+    them: not trainable variables; bfloat16 checked as float32)."""
     import numpy as np
 
-    return all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)
+    variables = list(model.trainable_variables)
+    head = getattr(model, "head", None)
+    if getattr(head, "head_optimizer", None) is not None:
+        variables += [w for w in (head.kernel, head.bias) if w is not None]
+    return all(np.isfinite(np.asarray(v.numpy(), np.float32)).all() for v in variables)
 
 
 def NonFiniteCheck(context, steps, records, resume_at=(0, 0)):

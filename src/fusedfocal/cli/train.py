@@ -20,7 +20,7 @@ from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, par
 from fusedfocal.cli.prepare import prepare
 from fusedfocal.cli.runtime import is_chief, make_strategy, setup_runtime, use_jit
 
-__all__ = ["train_run", "cmd_train", "epoch_order"]
+__all__ = ["train_run", "cmd_train", "epoch_order", "check_head_early"]
 
 
 def epoch_order(n, seed, epoch):
@@ -349,6 +349,7 @@ def cmd_train(args):
         fused.check_loss(args.loss, "--loss")
     if getattr(args, "head", None) in ("dense", "fused"):
         fused.resolve_select(getattr(args, "select", None), args.head)
+    check_head_early(args, run_dir)
     prep = prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
     if args.resume and not prep.settings:
         from fusedfocal.cli import settings as st
@@ -356,6 +357,8 @@ def cmd_train(args):
         prep.settings = st.restored(run_dir)
     # validate before anything is written
     fused.resolve_select(getattr(args, "select", None), prep.head)
+    if prep.head == "fused":  # a fused update (given, or chosen for bfloat16) needs one replica
+        fused.check_head_flags(args, "fused", replicas=make_strategy(args.strategy).num_replicas_in_sync)
     if prep.head == "fused":
         fused.head_kwargs(args.loss, params, prep.fit_counts, prep.fit_docs, "--loss")
     else:
@@ -395,6 +398,26 @@ def cmd_train(args):
     print(f"Wrote {run_dir}/: {rundir.MODEL_FILE}, {rundir.WORDPIECE_FILE}, {rundir.LABEL_VOCAB_FILE}, "
           + ("" if prep.head == "fused" else f"{rundir.THRESHOLDS_FILE}, ") + f"{rundir.METRICS_FILE}, logs/ (tensorboard --logdir {run_dir}/logs) "
           f"in {time.time() - t0:.0f}s")
+
+
+def check_head_early(args, folder):
+    """The head flags that are wrong whatever the data, before minutes of data preparation:
+    ``--head dense`` with the fused head's flags, a fused update given under several replicas,
+    and, on ``--resume``, another head than the stored one (``folder``: the run's or the
+    comparison's, holding ``config.json``)."""
+    import json
+
+    from fusedfocal.cli import fused
+
+    head = getattr(args, "head", None)
+    fused.check_head_flags(args, "dense" if head == "dense" else "fused",
+                           replicas=make_strategy(args.strategy).num_replicas_in_sync)
+    if args.resume and (Path(folder) / rundir.CONFIG_FILE).exists():
+        try:
+            stored = json.loads((Path(folder) / rundir.CONFIG_FILE).read_text()).get("args") or {}
+        except ValueError:
+            stored = {}
+        fused.check_resumed_head(stored, args)
 
 
 def _diverged_again(run_dir):
