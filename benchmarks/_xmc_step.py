@@ -16,8 +16,9 @@ sigmoid focal loss gamma 2, alpha 0.25, mean over B x C, Keras 3 Adam):
 * ``fused_sgd`` / ``fused_adam`` -- ``fusedfocal.ops.head_update.
   linear_focal_loss_update``: the same loss with the gradient fused into the
   update (no Keras optimizer, no kernel-sized gradient), label-major kernel,
-  stored in ``--weight-dtype`` (float32 or bfloat16, initialised chunk by
-  chunk in that dtype), Adam's slots in ``--moment-dtype``; with a ``_bf16``
+  stored in ``--weight-dtype`` (float32, or bfloat16 as bit patterns in
+  uint16 as ``FocalHead`` stores it, initialised chunk by chunk; the bias is
+  float32), Adam's slots in ``--moment-dtype``; with a ``_bf16``
   suffix (``fused_sgd_bf16``, ``fused_adam_bf16``) both are bfloat16.
 
 The unfused providers build their ``[B, C]`` multi-hot labels from the same
@@ -92,16 +93,18 @@ def build_fused_update(provider, mode, num_labels, hidden, *, weight_dtype="floa
     import keras
     import tensorflow as tf
 
-    from fusedfocal._head_common import init_in_chunks
+    from fusedfocal._head_common import Bfloat16BitsInitializer
     from fusedfocal.ops import head_update as hu
 
     rule = provider.split("_", 1)[1]
     update = hu.HeadUpdate(optimizer=rule, moment_dtype=moment_dtype)
-    kernel = keras.Variable(keras.initializers.Zeros(), shape=(num_labels, hidden), dtype=weight_dtype,
-                            name="kernel")
-    init_in_chunks(kernel, keras.initializers.RandomNormal(0.0, hidden ** -0.5, seed=0), keras, weight_dtype)
-    bias = keras.Variable(keras.initializers.Constant(-4.0), shape=(num_labels,), dtype=weight_dtype, name="bias")
-    slots = {n: (keras.Variable(keras.initializers.Zeros(), shape=(num_labels, hidden), dtype=moment_dtype),
+    storage = {"float32": "float32", "bfloat16": "uint16"}  # bfloat16 as bit patterns, as FocalHead stores it
+    init = keras.initializers.RandomNormal(0.0, hidden ** -0.5, seed=0)
+    if weight_dtype == "bfloat16":
+        init = Bfloat16BitsInitializer(init, keras)
+    kernel = keras.Variable(init, shape=(num_labels, hidden), dtype=storage[weight_dtype], name="kernel")
+    bias = keras.Variable(keras.initializers.Constant(-4.0), shape=(num_labels,), dtype="float32", name="bias")
+    slots = {n: (keras.Variable(keras.initializers.Zeros(), shape=(num_labels, hidden), dtype=storage[moment_dtype]),
                  keras.Variable(keras.initializers.Zeros(), shape=(num_labels,), dtype="float32"))
              for n in update.slot_names}
     state = hu.HeadState(kernel, bias, slots, keras.Variable(0, dtype="int64", trainable=False))

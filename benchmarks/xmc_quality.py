@@ -182,8 +182,8 @@ def build_update_head(args, data, loss_name, seed, fused_model, variant):
     model({"token_ids": tf.zeros([1, args.max_length], tf.int32)})
     for a, b in zip(fused_model.encoder.weights, enc.weights):
         b.assign(a)
-    head.kernel.assign(tf.cast(fused_model.head.kernel, head.kernel.dtype))
-    head.bias.assign(tf.cast(fused_model.head.bias, head.bias.dtype))
+    head.set_kernel(fused_model.head.kernel)
+    head.bias.assign(fused_model.head.bias)
     return model
 
 

@@ -44,7 +44,7 @@ def _model(lib, mod, head_optimizer=None, seed=0, **head_kwargs):
 
 
 def _head_arrays(model):
-    return [np.asarray(tf.cast(w, tf.float32)) for w in (model.head.kernel, model.head.bias)]
+    return [np.asarray(tf.cast(w, tf.float32)) for w in model.head.float_weights()]
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -92,7 +92,8 @@ def test_bfloat16_head_trains_with_falling_loss(flavour, jit):
                                              "moment_dtype": "bfloat16"}, weight_dtype="bfloat16")
     model.compile(optimizer=lib.optimizers.Adam(0.01), jit_compile=jit)
     hist = model.fit(_dataset(x, y), epochs=4, verbose=0).history["loss"]
-    assert model.head.kernel.dtype in ("bfloat16", tf.bfloat16)
+    assert model.head.float_weights()[0].dtype == tf.bfloat16
+    assert tf.as_dtype(model.head.kernel.dtype) == tf.uint16  # bfloat16 bits: updated in place under XLA
     assert hist[-1] < 0.8 * hist[0], hist
     out = model.predict(x[:4], verbose=0)
     assert out["ids"].shape == (4, 3) and np.all((out["ids"] >= 0) & (out["ids"] < C))
@@ -166,6 +167,8 @@ def test_bad_head_arguments_name_the_argument(flavour):
     lib, mod = flavour
     with pytest.raises(ValueError, match="`weight_dtype`.*Received: weight_dtype='float16'"):
         mod.FocalHead(C, weight_dtype="float16")
+    with pytest.raises(ValueError, match="`weight_dtype`.*head optimizer"):
+        mod.FocalHead(C, weight_dtype="bfloat16")(tf.zeros([1, H]))
     with pytest.raises(ValueError, match="`head_optimizer`.*Received: head_optimizer='rmsprop'"):
         _model(lib, mod, head_optimizer="rmsprop")
     with pytest.raises(ValueError, match="`head_optimizer`.*clipnorm"):

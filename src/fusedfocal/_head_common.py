@@ -64,38 +64,96 @@ def _check_vector(name, value, num_labels):
 
 
 _INIT_ROWS = 1 << 16  # rows a chunk when a bfloat16 kernel is initialised
+_TRUNC_STD = 0.87962566103423978  # stddev of a unit normal truncated to [-2, 2], as Keras corrects by
 
 
-def _chunk_initializer(initializer, lib, full_shape, rows, index):
-    """``initializer`` for a ``[rows, H]`` chunk of a ``full_shape`` kernel: a variance-scaling
-    initializer keeps the full shape's variance (its fans come from the shape it is called with),
-    and a seeded one gets a seed per chunk (else every chunk would repeat the first)."""
-    seed = getattr(initializer, "seed", None)
-    seed = None if seed is None else int(seed) + index if isinstance(seed, (int, np.integer)) else seed
+def _chunk_sampler(initializer, lib, full_shape):
+    """``draw(seed [2], rows) -> float32 [rows, H]`` with ``initializer``'s distribution for the
+    full ``[C, H]`` shape (a variance-scaling initializer's fans come from the full shape), from
+    stateless random ops, so chunks can be drawn inside one XLA loop; None for an initializer this
+    does not know (it is then called once on the full shape)."""
+    h = full_shape[1]
     if isinstance(initializer, lib.initializers.VarianceScaling):  # Glorot/He/LeCun are subclasses
         fan_in, fan_out = full_shape
-        full_fan, chunk_fan = {"fan_in": (fan_in, rows), "fan_out": (fan_out, fan_out),
-                               "fan_avg": ((fan_in + fan_out) / 2, (rows + fan_out) / 2)}[initializer.mode]
-        return lib.initializers.VarianceScaling(scale=initializer.scale * chunk_fan / full_fan,
-                                                mode=initializer.mode, distribution=initializer.distribution,
-                                                seed=seed)
-    config = initializer.get_config()
-    if "seed" in config:
-        config["seed"] = seed
-    return type(initializer).from_config(config)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[initializer.mode]
+        var = initializer.scale / max(1.0, fan)
+        dist = initializer.distribution
+        if dist == "uniform":
+            lim = float(np.sqrt(3.0 * var))
+            return lambda seed, n: tf.random.stateless_uniform([n, h], seed, -lim, lim)
+        std = float(np.sqrt(var)) / (_TRUNC_STD if dist == "truncated_normal" else 1.0)
+        fn = tf.random.stateless_truncated_normal if dist == "truncated_normal" else tf.random.stateless_normal
+        return lambda seed, n: fn([n, h], seed, stddev=std)
+    name = type(initializer).__name__
+    cfg = initializer.get_config()
+    if name == "RandomNormal":
+        return lambda seed, n: tf.random.stateless_normal([n, h], seed, cfg["mean"], cfg["stddev"])
+    if name == "TruncatedNormal":
+        return lambda seed, n: tf.random.stateless_truncated_normal([n, h], seed, cfg["mean"], cfg["stddev"])
+    if name == "RandomUniform":
+        return lambda seed, n: tf.random.stateless_uniform([n, h], seed, cfg["minval"], cfg["maxval"])
+    if name in ("Zeros", "Ones", "Constant"):
+        value = float({"Zeros": 0.0, "Ones": 1.0}.get(name, cfg.get("value")))
+        return lambda seed, n: tf.fill([n, h], tf.constant(value, tf.float32))
+    return None
 
 
-def init_in_chunks(variable, initializer, lib, dtype, rows=_INIT_ROWS):
-    """Fills ``variable`` (``[C, H]``, created as zeros) chunk by chunk of rows, each drawn directly
-    in ``dtype``: initialising a 3M x 768 bfloat16 kernel in one call holds three kernel-sized
-    temporaries (the draw, its scaling, its shift); this holds one chunk's."""
-    full = tuple(int(d) for d in variable.shape)
-    tf_var = hu.tf_variable(variable, "kernel")
-    with tf.init_scope():
-        for i, start in enumerate(range(0, full[0], rows)):
-            n = min(rows, full[0] - start)
-            draw = _chunk_initializer(initializer, lib, full, n, i)((n,) + full[1:], dtype=dtype)
-            tf_var.scatter_update(tf.IndexedSlices(tf.cast(draw, tf_var.dtype), tf.range(start, start + n)))
+class Bfloat16BitsInitializer:
+    """Initialises a ``[C, H]`` bfloat16 kernel stored as uint16 bit patterns, chunk by chunk of
+    rows inside one XLA loop that writes into its output in place: a Keras initializer's
+    whole-kernel draw holds three kernel-sized temporaries (3M x 768: 13 GiB for a 4.3 GiB
+    kernel); this holds the kernel and one chunk. An initializer it does not know runs once on
+    the full shape."""
+
+    def __init__(self, initializer, lib, rows=_INIT_ROWS):
+        self.initializer, self.lib, self.rows = initializer, lib, rows
+
+    def __call__(self, shape, dtype=None):
+        full = tuple(int(d) for d in shape)
+        sampler = _chunk_sampler(self.initializer, self.lib, full)
+        if sampler is None:
+            return tf.bitcast(tf.cast(self.initializer(full, dtype="float32"), tf.bfloat16), tf.uint16)
+        seed = getattr(self.initializer, "seed", None)
+        seed = int(seed) if isinstance(seed, (int, np.integer)) else int(np.random.randint(0, 2**31 - 1))
+        rows = min(self.rows, full[0])
+        n_full, tail = divmod(full[0], rows)
+
+        def bits(i, n):
+            return tf.bitcast(tf.cast(sampler(tf.stack([seed, i]), n), tf.bfloat16), tf.uint16)
+
+        @tf.function(jit_compile=True)
+        def build():
+            from tensorflow.compiler.tf2xla.python import xla as _tfxla
+
+            def body(i, buf):
+                return i + 1, _tfxla.dynamic_update_slice(buf, bits(i, rows), tf.stack([i * rows, 0]))
+
+            _, buf = tf.while_loop(lambda i, _: i < n_full, body, (tf.constant(0), tf.zeros(full, tf.uint16)))
+            if tail:
+                buf = _tfxla.dynamic_update_slice(buf, bits(tf.constant(n_full), tail), tf.stack([n_full * rows, 0]))
+            return buf
+
+        with tf.init_scope():
+            return build()
+
+
+def to_storage(values, storage):
+    """Float values as a variable of dtype ``storage`` holds them (uint16: bfloat16 bit patterns,
+    rounded to nearest)."""
+    if tf.as_dtype(storage) == tf.uint16:
+        return tf.bitcast(tf.cast(values, tf.bfloat16), tf.uint16)
+    return tf.cast(values, storage)
+
+
+def from_storage(value):
+    """A variable's value as floats (uint16 storage: its bfloat16 bit patterns as bfloat16)."""
+    value = hu.tf_variable(value, "weight").value() if not isinstance(value, tf.Tensor) else value
+    return tf.bitcast(value, tf.bfloat16) if value.dtype == tf.uint16 else value
+
+
+# How each weight_dtype / moment_dtype is stored: bfloat16 as its bit patterns in uint16, the one
+# storage that XLA on the CPU updates in place (ops.head_update._Rows says why).
+_STORAGE = {"float32": "float32", "bfloat16": "uint16"}
 
 
 def _constant(value):
@@ -145,16 +203,22 @@ class FocalHeadMixin:
             raise v.invalid("input_shape", "a known last dimension (the feature size H)", input_shape)
         # Label-major [C, H] ("ch"): a chunk of labels is a contiguous slab of rows. With a head
         # optimizer the fused update trains them, so they are not trainable variables (compile's
-        # optimizer never sees them); with bfloat16 storage the initializer draws in bfloat16.
+        # optimizer never sees them). A bfloat16 kernel is stored as its bit patterns in a uint16
+        # variable, drawn in bfloat16 chunk by chunk; the bias ([C], small) stays float32.
         trainable = self.head_optimizer is None
-        extra = {} if self.weight_dtype == "float32" else {"dtype": self.weight_dtype}
-        init = self.kernel_initializer if not extra or self.num_labels <= _INIT_ROWS else "zeros"
-        self.kernel = self.add_weight(name="kernel", shape=(self.num_labels, int(hidden)),
-                                      initializer=init, trainable=trainable, **extra)
-        if init == "zeros":
-            init_in_chunks(self.kernel, self.kernel_initializer, self._lib, self.weight_dtype)
+        if self.weight_dtype == "float32":
+            self.kernel = self.add_weight(name="kernel", shape=(self.num_labels, int(hidden)),
+                                          initializer=self.kernel_initializer, trainable=trainable)
+        else:
+            if self.head_optimizer is None:
+                raise v.invalid("weight_dtype", "'float32' without a head optimizer (a bfloat16 head is "
+                                "trained by the fused update: FocalHeadModel(..., head_optimizer=...))",
+                                self.weight_dtype)
+            self.kernel = self.add_weight(name="kernel", shape=(self.num_labels, int(hidden)),
+                                          initializer=Bfloat16BitsInitializer(self.kernel_initializer, self._lib),
+                                          trainable=False, dtype=_STORAGE[self.weight_dtype])
         self.bias = (self.add_weight(name="bias", shape=(self.num_labels,), initializer=self.bias_initializer,
-                                     trainable=trainable, **extra) if self.use_bias else None)
+                                     trainable=trainable) if self.use_bias else None)
         self._head_state = None if self.head_optimizer is None else self._build_head_state(int(hidden))
         self._vector_weights = {}
         for name, value in self._vectors.items():
@@ -208,7 +272,7 @@ class FocalHeadMixin:
         slots = {}
         for name in update.slot_names:
             k = self.add_weight(name=f"kernel_{name}", shape=(self.num_labels, hidden), initializer="zeros",
-                                trainable=False, dtype=update.moment_dtype)
+                                trainable=False, dtype=_STORAGE[update.moment_dtype])
             b = (self.add_weight(name=f"bias_{name}", shape=(self.num_labels,), initializer="zeros",
                                  trainable=False, dtype="float32") if self.use_bias else None)
             slots[name] = (k, b)
@@ -223,6 +287,16 @@ class FocalHeadMixin:
                             "and the optimizer's slots are decided when it is built)", f"built head {self.name!r}",
                             describe=True)
         self.head_optimizer = head_optimizer
+
+    def float_weights(self):
+        """``(kernel [C, H], bias [C] or None)`` as float tensors: the kernel in its ``weight_dtype``
+        (a bfloat16 kernel is stored as bit patterns in a uint16 variable, which XLA on the CPU
+        updates in place; this reads it as bfloat16)."""
+        return from_storage(self.kernel), None if self.bias is None else tf.convert_to_tensor(self.bias)
+
+    def set_kernel(self, values):
+        """Assigns float ``values`` ``[C, H]`` to the kernel in its storage (bfloat16: rounded to nearest)."""
+        self.kernel.assign(to_storage(tf.convert_to_tensor(values), self.kernel.dtype))
 
     @property
     def head_iterations(self):
@@ -258,9 +332,9 @@ class FocalHeadMixin:
     def _weights_like(self, features):
         """Kernel and bias in the features' dtype (mixed precision keeps float32 variables).
         bfloat16 storage is passed as it is (the ops cast chunk by chunk: no float32 copy)."""
-        if self.weight_dtype != "float32":
-            raw = lambda w: hu.tf_variable(w, "weight").value()  # no Keras autocast of the whole kernel
-            return raw(self.kernel), None if self.bias is None else raw(self.bias)
+        if self.weight_dtype != "float32":  # bit patterns as bfloat16 (no copy in graph mode)
+            bias = None if self.bias is None else tf.cast(self.bias, features.dtype)
+            return from_storage(self.kernel), bias
         dtype = tf.as_dtype(features.dtype)
         kernel = tf.cast(self.kernel, dtype)
         bias = None if self.bias is None else tf.cast(self.bias, dtype)
@@ -360,12 +434,15 @@ HEAD_DOC = """A dense classifier layer fused with the sigmoid focal loss, for hu
       kernel_initializer: Initializer of the ``[C, H]`` kernel.
       bias_initializer: Initializer of the bias; a prior bias
         (:func:`fusedfocal.prior_bias_initializer`) helps with many rare labels.
-      weight_dtype: ``"float32"`` (default) or ``"bfloat16"``: how the kernel and
-        bias are stored. bfloat16 halves the head's memory; every chunk is
-        still computed in float32. Train a bfloat16 head with a head optimizer
-        (``FocalHeadModel(..., head_optimizer=...)``), whose update rounds
-        stochastically; a Keras optimizer would round to nearest and stall on
-        small steps.
+      weight_dtype: ``"float32"`` (default) or ``"bfloat16"``: how the kernel
+        is stored (the bias stays float32). bfloat16 halves the kernel's
+        memory; every chunk is still computed in float32. A bfloat16 head
+        needs a head optimizer (``FocalHeadModel(..., head_optimizer=...)``),
+        whose update rounds stochastically (a Keras optimizer would round to
+        nearest and stall on small steps), and is stored as its bit patterns
+        in a ``uint16`` variable, the one storage XLA on the CPU updates in
+        place: read it with :meth:`float_weights`, write it with
+        :meth:`set_kernel`.
       **kwargs: Layer arguments (``name``, ``dtype``, ...).
 
     Per-label vectors are stored as non-trainable weights (the config holds

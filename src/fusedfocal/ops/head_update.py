@@ -133,8 +133,10 @@ class HeadState:
     """The variables a fused update reads and writes.
 
     Args:
-      kernel: label-major ``[C, H]`` variable (float32 or bfloat16).
-      bias: ``[C]`` variable or None.
+      kernel: label-major ``[C, H]`` variable: float32, bfloat16, or uint16
+        holding bfloat16 bit patterns (in place under XLA on the CPU, where a
+        bfloat16 variable costs a kernel-sized buffer a step).
+      bias: ``[C]`` variable (same dtypes) or None.
       slots: ``{name: (kernel_slot, bias_slot or None)}`` for each name of
         :attr:`HeadUpdate.slot_names`; kernel slots ``[C, H]``, bias slots ``[C]``.
       iterations: int64 scalar variable, the number of steps taken (Keras'
@@ -161,26 +163,37 @@ def tf_variable(var, name):
 class _Rows:
     """Rows ``[start, start + size)`` of a variable, read and written in place.
 
-    Under XLA the variable's value is carried through the chunk loop (``cur``)
-    and updated with a dynamic-update-slice, then assigned once after the
-    loop; bfloat16 values travel as their uint16 bit patterns, because XLA's
-    CPU float normalisation turns a bfloat16 dynamic-update-slice into float32
-    converts of the whole buffer (not in place; seen in the optimized HLO).
-    In graph and eager mode: a row gather and a row scatter on the variable
-    (``cur`` is a dummy).
+    A variable holds float32, bfloat16, or bfloat16 as its uint16 bit pattern
+    (what ``FocalHead(weight_dtype="bfloat16")`` stores): reads return the
+    stored values as float32/bfloat16, writes take them.
+
+    Under XLA the variable's value is carried through the chunk loop (``cur``),
+    updated with a dynamic-update-slice, and assigned once after the loop; XLA
+    aliases it with the variable's buffer, so nothing kernel-sized is
+    allocated. That needs float32 or uint16 storage on the CPU: XLA's CPU
+    float normalisation turns a bfloat16 dynamic-update-slice into float32
+    converts of the whole buffer, and a bitcast of the whole variable to
+    uint16 breaks the aliasing (a kernel-sized buffer every step; both seen in
+    the optimized HLO and the step's peak memory). A bfloat16 variable still
+    works, at that cost. In graph and eager mode: a row gather and a row
+    scatter on the variable (``cur`` is a dummy).
     """
 
     def __init__(self, var, name, xla):
         self.var = tf_variable(var, name)
-        self.dtype = self.var.dtype
+        self.stored = self.var.dtype
+        if self.stored not in (tf.float32, tf.bfloat16, tf.uint16):
+            raise v.invalid(name, "a float32, bfloat16 or uint16 (bfloat16 bits) variable",
+                            f"a {self.stored.name} variable", describe=True)
+        self.dtype = tf.bfloat16 if self.stored == tf.uint16 else self.stored  # what the values are
         self.xla = xla
-        self.bits = xla and self.dtype == tf.bfloat16
+        self.carried_bits = xla and self.stored == tf.bfloat16  # carried as uint16 (see above)
 
     def initial(self):
         if not self.xla:
             return tf.zeros([], tf.int32)
         value = self.var.value()
-        return tf.bitcast(value, tf.uint16) if self.bits else value
+        return tf.bitcast(value, tf.uint16) if self.carried_bits else value
 
     def _index(self, start, size):
         rank = self.var.shape.rank
@@ -189,12 +202,15 @@ class _Rows:
     def read(self, cur, start, size):
         if not self.xla:
             with tf.control_dependencies([cur]):  # after this chunk's earlier write, if any
-                return self.var.sparse_read(start + tf.range(size))
-        begin, sizes = self._index(start, size)
-        out = slice_(cur, begin, sizes)
-        return tf.bitcast(out, tf.bfloat16) if self.bits else out
+                out = self.var.sparse_read(start + tf.range(size))
+        else:
+            begin, sizes = self._index(start, size)
+            out = slice_(cur, begin, sizes)
+        return tf.bitcast(out, tf.bfloat16) if out.dtype == tf.uint16 else out
 
     def write(self, cur, start, size, value):
+        if self.stored == tf.uint16 or self.carried_bits:
+            value = tf.bitcast(tf.cast(value, tf.bfloat16), tf.uint16)
         if not self.xla:
             op = self.var.scatter_update(tf.IndexedSlices(value, start + tf.range(size)))
             with tf.control_dependencies([op]):
@@ -202,15 +218,13 @@ class _Rows:
         from tensorflow.compiler.tf2xla.python import xla as _tfxla
         begin, _ = self._index(start, size)
         idx = tf.stack([tf.cast(b, tf.int32) for b in begin])
-        if self.bits:
-            value = tf.bitcast(tf.cast(value, tf.bfloat16), tf.uint16)
         return _tfxla.dynamic_update_slice(cur, value, idx)
 
     def finish(self, cur):
         """The op that stores the carried value (XLA), or None."""
         if not self.xla:
             return None
-        return self.var.assign(tf.bitcast(cur, tf.bfloat16) if self.bits else cur, read_value=False)
+        return self.var.assign(tf.bitcast(cur, tf.bfloat16) if self.carried_bits else cur, read_value=False)
 
 
 class _Rule:
@@ -359,8 +373,9 @@ def _prepare(features, state, labels, update, learning_rate, *, gamma, alpha, cl
     implementation = native.check_implementation(implementation)
     features = convert_float("features", features, 2)
     kvar = tf_variable(state.kernel, "state.kernel")
-    if kvar.shape.rank != 2 or kvar.dtype not in (tf.float32, tf.bfloat16):
-        raise v.invalid("state.kernel", "a float32 or bfloat16 variable [C, H] (label-major)",
+    if kvar.shape.rank != 2 or kvar.dtype not in (tf.float32, tf.bfloat16, tf.uint16):
+        raise v.invalid("state.kernel", "a float32, bfloat16 or uint16 (bfloat16 bits) variable [C, H] "
+                        "(label-major)",
                         f"{kvar.dtype.name} variable of shape {tuple(kvar.shape)}", describe=True)
     num_classes, hidden = int(kvar.shape[0]), kvar.shape[1]
     if features.shape[1] is not None and features.shape[1] != hidden:
