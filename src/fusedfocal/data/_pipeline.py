@@ -309,20 +309,7 @@ class TextPipeline:
           with ``config.label_format="ids"``.
         """
         cfg = self.config
-        texts = list(texts)
-        label_lists = [list(x) for x in label_lists]
-        if len(texts) != len(label_lists):
-            raise ValueError(
-                f"Expected one label list per text. Received: {len(texts)} texts, {len(label_lists)} label lists")
-        if not all(isinstance(t, str) for t in texts):
-            bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
-            raise TypeError(f"Expected every text to be a str. Received: {type(texts[bad]).__name__} at index {bad}")
-        if order is not None:
-            if sorted(order) != list(range(len(texts))):
-                raise ValueError(f"Expected `order` to be a permutation of range({len(texts)}). "
-                                 f"Received: {len(order)} indices")
-            texts = [texts[i] for i in order]
-            label_lists = [label_lists[i] for i in order]
+        texts, label_lists = _checked_documents(texts, label_lists, order)
         self.unknown_label_counts = self.label_vocab.unknown(label_lists)
         index = self.label_vocab.index
         self._max_labels = max([len({n for n in labels if n in index}) for labels in label_lists] + [1])
@@ -340,40 +327,49 @@ class TextPipeline:
         if drop and not training and num % batch_size:
             warnings.warn(f"drop_remainder=True drops the last {num % batch_size} evaluation document(s).",
                           UserWarning, stacklevel=2)
-        shuffle = dict(buffer_size=max(1, min(cfg.shuffle_buffer, num)), seed=cfg.seed,
-                       reshuffle_each_iteration=True)
         bucketing = cfg.bucket_boundaries is not None and not cfg.fixed_shape
         shuffled = training and order is None
-
         if not (cfg.cache or bucketing):
-            # Uncached: shuffle raw documents, batch, then _decode (tokenize + _pack) each batch.
-            if shuffled:
-                ds = ds.shuffle(**shuffle)
-            ds = ds.batch(batch_size, drop_remainder=drop)
-            ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE)
+            ds = self._batches_uncached(ds, batch_size, drop, num, shuffled=shuffled)
         else:
-            # Cached / bucketed: tokenize chunks once, cache per-document ids, shuffle, batch, _trim.
-            ds = ds.batch(cfg.tokenize_batch_size)
-            ds = ds.map(self._decode_chunk, num_parallel_calls=AUTOTUNE).unbatch()
-            if cfg.cache:
-                ds = ds.cache()
-            if shuffled:
-                ds = ds.shuffle(**shuffle)
-            if bucketing:
-                bounds = list(cfg.bucket_boundaries)
-                ds = ds.bucket_by_sequence_length(
-                    lambda feats, _: feats["length"], bounds, [batch_size] * (len(bounds) + 1),
-                    drop_remainder=drop)
-            else:
-                ds = ds.batch(batch_size, drop_remainder=drop)
-                # unbatch hides the cardinality; restore it so Keras knows the epoch length.
-                batches = num // batch_size if drop else -(-num // batch_size)
-                ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
-            ds = ds.map(self._trim, num_parallel_calls=AUTOTUNE)
+            ds = self._batches_cached(ds, batch_size, drop, num, shuffled=shuffled, bucketing=bucketing)
         options = tf.data.Options()
         options.deterministic = bool(cfg.deterministic or not training)
         ds = ds.with_options(options)
         return ds.prefetch(AUTOTUNE)
+
+    def _shuffle(self, ds: tf.data.Dataset, num: int) -> tf.data.Dataset:
+        cfg = self.config
+        return ds.shuffle(buffer_size=max(1, min(cfg.shuffle_buffer, num)), seed=cfg.seed,
+                          reshuffle_each_iteration=True)
+
+    def _batches_uncached(self, ds, batch_size, drop, num, *, shuffled):
+        """Uncached: shuffle raw documents, batch, then _decode (tokenize + _pack) each batch."""
+        if shuffled:
+            ds = self._shuffle(ds, num)
+        ds = ds.batch(batch_size, drop_remainder=drop)
+        return ds.map(self._decode, num_parallel_calls=AUTOTUNE)
+
+    def _batches_cached(self, ds, batch_size, drop, num, *, shuffled, bucketing):
+        """Cached / bucketed: tokenize chunks once, cache per-document ids, shuffle, batch, _trim."""
+        cfg = self.config
+        ds = ds.batch(cfg.tokenize_batch_size)
+        ds = ds.map(self._decode_chunk, num_parallel_calls=AUTOTUNE).unbatch()
+        if cfg.cache:
+            ds = ds.cache()
+        if shuffled:
+            ds = self._shuffle(ds, num)
+        if bucketing:
+            bounds = list(cfg.bucket_boundaries)
+            ds = ds.bucket_by_sequence_length(
+                lambda feats, _: feats["length"], bounds, [batch_size] * (len(bounds) + 1),
+                drop_remainder=drop)
+        else:
+            ds = ds.batch(batch_size, drop_remainder=drop)
+            # unbatch hides the cardinality; restore it so Keras knows the epoch length.
+            batches = num // batch_size if drop else -(-num // batch_size)
+            ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
+        return ds.map(self._trim, num_parallel_calls=AUTOTUNE)
 
     def dataset_from_files(self, paths, *, training: bool,
                            input_context: tf.distribute.InputContext | None = None, **read_kwargs) -> tf.data.Dataset:
@@ -403,6 +399,26 @@ class TextPipeline:
             tf.constant(flat, tf.string, shape=[len(flat)]),
             tf.constant([len(x) for x in label_lists], tf.int64, shape=[len(label_lists)]))
         return tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string, shape=[len(texts)]), labels))
+
+
+
+def _checked_documents(texts, label_lists, order):
+    """``texts`` and ``label_lists`` as lists, checked, and read in ``order`` when one is given."""
+    texts = list(texts)
+    label_lists = [list(x) for x in label_lists]
+    if len(texts) != len(label_lists):
+        raise ValueError(
+            f"Expected one label list per text. Received: {len(texts)} texts, {len(label_lists)} label lists")
+    if not all(isinstance(t, str) for t in texts):
+        bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+        raise TypeError(f"Expected every text to be a str. Received: {type(texts[bad]).__name__} at index {bad}")
+    if order is not None:
+        if sorted(order) != list(range(len(texts))):
+            raise ValueError(f"Expected `order` to be a permutation of range({len(texts)}). "
+                             f"Received: {len(order)} indices")
+        texts = [texts[i] for i in order]
+        label_lists = [label_lists[i] for i in order]
+    return texts, label_lists
 
 
 def _wrap_cls_sep(ids: tf.RaggedTensor) -> tf.RaggedTensor:

@@ -48,6 +48,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -160,6 +161,25 @@ def synthetic_corpus(
       ``(texts, label_lists)``: ``num_docs`` strings and, for each, a list of
       label names.
     """
+    _check_corpus_args(num_docs, num_labels, head_tail_ratio, mean_labels)
+    rng = np.random.default_rng(seed)
+    names = [f"label_{k:02d}" for k in range(num_labels)]
+    words = _label_words(rng, num_labels, num_filler_words, topic_words_per_label, max_overlap, head_signal,
+                         tail_signal)
+    counts = _label_doc_counts(num_docs, num_labels, head_tail_ratio, mean_labels, min_label_docs)
+    slots = _slots_per_doc(rng, num_docs, num_labels, int(counts.sum()))
+    true_labels = _assign_labels(rng, counts, slots)
+    freq = counts / counts.sum()
+
+    texts: list[str] = []
+    label_lists: list[list[str]] = []
+    for doc_labels in true_labels:
+        texts.append(_document_text(rng, doc_labels, words, freq, mean_words, min_own_words, distractors))
+        label_lists.append([names[k] for k in _observed_labels(rng, doc_labels, freq, flip_rate)])
+    return texts, label_lists
+
+
+def _check_corpus_args(num_docs, num_labels, head_tail_ratio, mean_labels):
     if num_docs < 1 or num_labels < 1:
         raise ValueError(
             f"Expected num_docs >= 1 and num_labels >= 1. Received: num_docs={num_docs}, num_labels={num_labels}"
@@ -168,8 +188,22 @@ def synthetic_corpus(
         raise ValueError(f"Invalid value for argument `head_tail_ratio`. Expected >= 1. Received: {head_tail_ratio}")
     if mean_labels < 1:
         raise ValueError(f"Invalid value for argument `mean_labels`. Expected >= 1. Received: {mean_labels}")
-    rng = np.random.default_rng(seed)
-    names = [f"label_{k:02d}" for k in range(num_labels)]
+
+
+class _Words(NamedTuple):
+    """The corpus's words: the filler vocabulary and its Zipf-like probabilities, and per label
+    its topic words (own and borrowed), its own words and its signal (topic words a document)."""
+
+    filler: np.ndarray
+    filler_p: np.ndarray
+    topic: list[np.ndarray]
+    specific: list[np.ndarray]
+    signal: np.ndarray
+
+
+def _label_words(rng, num_labels, num_filler_words, topic_words_per_label, max_overlap, head_signal,
+                 tail_signal) -> _Words:
+    """Step 1 of the module docstring: filler words first, then each label's own words (one draw order)."""
     taken: set[str] = set()
     filler = np.array(_pseudo_words(rng, num_filler_words, taken))
     own = [_pseudo_words(rng, topic_words_per_label, taken) for _ in range(num_labels)]
@@ -182,46 +216,44 @@ def synthetic_corpus(
         specific.append(np.array(own[k][: max(1, topic_words_per_label - borrowed)]))
         topic.append(np.array(own[k][: topic_words_per_label - borrowed] + list(donor[:borrowed])))
     signal = np.rint(head_signal + (tail_signal - head_signal) * rank).astype(int)
-
-    counts = _label_doc_counts(num_docs, num_labels, head_tail_ratio, mean_labels, min_label_docs)
-    slots = _slots_per_doc(rng, num_docs, num_labels, int(counts.sum()))
-    true_labels = _assign_labels(rng, counts, slots)
-    freq = counts / counts.sum()
-
     filler_p = 1.0 / np.arange(1, num_filler_words + 1) ** 0.9
     filler_p /= filler_p.sum()
-    texts: list[str] = []
-    label_lists: list[list[str]] = []
-    for doc_labels in true_labels:
-        words = list(rng.choice(filler, size=max(3, int(rng.poisson(mean_words))), p=filler_p))
-        for k in doc_labels:
-            n = max(1, int(rng.poisson(signal[k])))
-            picked = [str(w) for w in rng.choice(topic[k], size=n)]
-            have = sum(w in set(specific[k]) for w in picked)
-            picked += [str(w) for w in rng.choice(specific[k], size=max(0, min_own_words - have))]
-            words.extend(picked)
-        others = np.array([k for k in range(num_labels) if k not in doc_labels])
-        if others.size and distractors:
-            p_other = freq[others] / freq[others].sum()
-            for k in rng.choice(others, size=distractors, p=p_other):
-                words.append(str(rng.choice(topic[k])))
-        words = [str(w) for w in rng.permutation(words)]
-        sentences, i = [], 0
-        while i < len(words):
-            n = int(rng.integers(6, 16))
-            sentence = words[i : i + n]
-            sentences.append(" ".join([sentence[0].capitalize()] + sentence[1:]) + ".")
-            i += n
-        texts.append(" ".join(sentences))
+    return _Words(filler, filler_p, topic, specific, signal)
 
-        observed = []
-        for k in doc_labels:
-            if rng.random() < flip_rate:
-                k = int(rng.choice(num_labels, p=freq))
-            if k not in observed:
-                observed.append(k)
-        label_lists.append([names[k] for k in sorted(observed)])
-    return texts, label_lists
+
+def _document_text(rng, doc_labels, words: _Words, freq, mean_words, min_own_words, distractors) -> str:
+    """Step 4 of the module docstring: filler, each label's topic words, distractors, shuffled, in sentences."""
+    out = list(rng.choice(words.filler, size=max(3, int(rng.poisson(mean_words))), p=words.filler_p))
+    for k in doc_labels:
+        n = max(1, int(rng.poisson(words.signal[k])))
+        picked = [str(w) for w in rng.choice(words.topic[k], size=n)]
+        have = sum(w in set(words.specific[k]) for w in picked)
+        picked += [str(w) for w in rng.choice(words.specific[k], size=max(0, min_own_words - have))]
+        out.extend(picked)
+    others = np.array([k for k in range(len(freq)) if k not in doc_labels])
+    if others.size and distractors:
+        p_other = freq[others] / freq[others].sum()
+        for k in rng.choice(others, size=distractors, p=p_other):
+            out.append(str(rng.choice(words.topic[k])))
+    out = [str(w) for w in rng.permutation(out)]
+    sentences, i = [], 0
+    while i < len(out):
+        n = int(rng.integers(6, 16))
+        sentence = out[i : i + n]
+        sentences.append(" ".join([sentence[0].capitalize()] + sentence[1:]) + ".")
+        i += n
+    return " ".join(sentences)
+
+
+def _observed_labels(rng, doc_labels, freq, flip_rate) -> list[int]:
+    """Step 5 of the module docstring: each label replaced with probability ``flip_rate``; sorted ids."""
+    observed = []
+    for k in doc_labels:
+        if rng.random() < flip_rate:
+            k = int(rng.choice(len(freq), p=freq))
+        if k not in observed:
+            observed.append(k)
+    return sorted(observed)
 
 
 def synthetic_splits(

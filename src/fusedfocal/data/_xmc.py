@@ -127,6 +127,36 @@ def synthetic_xmc_corpus(
       names (or ids with ``label_ids=True``), most frequent label first in id
       order.
     """
+    num_docs, num_labels, words_per_label, filler_words, distractors, topic_words = _check_corpus_args(
+        num_docs, num_labels, words_per_label, filler_words, distractors, exponent, mean_labels, mean_filler,
+        topic_words)
+    rng = np.random.default_rng(seed)
+    label_doc, label_val = _draw_labels(rng, num_docs, num_labels, exponent, mean_labels)
+    label_splits = np.searchsorted(label_doc, np.arange(num_docs + 1))
+
+    # 3. Each label's combination of topic words: a seeded injective draw, then base-`topic_words` digits.
+    combos = rng.choice(topic_words ** words_per_label, size=num_labels, replace=False)
+    label_words = np.stack([(combos // topic_words ** j) % topic_words for j in range(words_per_label)], axis=1)
+
+    tok, tok_doc = _draw_tokens(rng, num_docs, topic_words, filler_words, mean_filler, distractors,
+                                label_words[label_val].ravel(), np.repeat(label_doc, words_per_label))
+    vocab = np.concatenate([_words(np.arange(topic_words), "t"), _words(np.arange(filler_words), "f")])
+    splits = np.searchsorted(tok_doc, np.arange(num_docs + 1))
+    words = vocab[tok].tolist()
+    texts = [" ".join(words[splits[i]:splits[i + 1]]) for i in range(num_docs)]
+
+    if label_ids:
+        out = np.split(label_val, label_splits[1:-1])
+    else:
+        names = np.asarray(xmc_label_names(num_labels))[label_val].tolist()
+        out = [names[label_splits[i]:label_splits[i + 1]] for i in range(num_docs)]
+    return texts, out
+
+
+def _check_corpus_args(num_docs, num_labels, words_per_label, filler_words, distractors, exponent, mean_labels,
+                       mean_filler, topic_words):
+    """The arguments of :func:`synthetic_xmc_corpus` checked, ints as ``int``, ``topic_words`` resolved:
+    ``(num_docs, num_labels, words_per_label, filler_words, distractors, topic_words)``."""
     num_docs = _check_int("num_docs", num_docs, 1)
     num_labels = _check_int("num_labels", num_labels, 1)
     words_per_label = _check_int("words_per_label", words_per_label, 1)
@@ -146,9 +176,12 @@ def synthetic_xmc_corpus(
             "Invalid value for argument `topic_words`. Expected topic_words ** words_per_label >= num_labels, "
             f"so that every label owns a distinct combination. Received: topic_words={topic_words}, "
             f"words_per_label={words_per_label}, num_labels={num_labels}")
-    rng = np.random.default_rng(seed)
+    return num_docs, num_labels, words_per_label, filler_words, distractors, topic_words
 
-    # 1-2. Labels per document: power-law draws, duplicates dropped, sorted.
+
+def _draw_labels(rng, num_docs, num_labels, exponent, mean_labels):
+    """Steps 1-2 of the module docstring: power-law draws per document, duplicates dropped, sorted by
+    (document, label); returns each pair's document and label id."""
     weights = np.arange(1, num_labels + 1, dtype=np.float64) ** -float(exponent)
     cdf = np.cumsum(weights)
     cdf /= cdf[-1]
@@ -156,39 +189,24 @@ def synthetic_xmc_corpus(
     doc_of = np.repeat(np.arange(num_docs, dtype=np.int64), draws)
     labels = np.minimum(np.searchsorted(cdf, rng.random(doc_of.size), side="right"), num_labels - 1)
     key = np.unique(doc_of * num_labels + labels)  # sorted by (document, label), deduplicated
-    label_doc, label_val = key // num_labels, key % num_labels
-    label_splits = np.searchsorted(label_doc, np.arange(num_docs + 1))
+    return key // num_labels, key % num_labels
 
-    # 3. Each label's combination of topic words: a seeded injective draw, then base-`topic_words` digits.
-    combos = rng.choice(topic_words ** words_per_label, size=num_labels, replace=False)
-    label_words = np.stack([(combos // topic_words ** j) % topic_words for j in range(words_per_label)], axis=1)
 
-    # 4. Tokens as indices into one vocabulary: [topic words | filler words].
-    vocab = np.concatenate([_words(np.arange(topic_words), "t"), _words(np.arange(filler_words), "f")])
+def _draw_tokens(rng, num_docs, topic_words, filler_words, mean_filler, distractors, label_tok, label_tok_doc):
+    """Step 4 of the module docstring: every document's tokens as indices into one vocabulary
+    ``[topic words | filler words]``, grouped by document and shuffled within it: ``(tok, tok_doc)``."""
     n_filler = rng.poisson(mean_filler, size=num_docs)
     filler_p = 1.0 / np.arange(1, filler_words + 1) ** 0.9
     filler_cdf = np.cumsum(filler_p) / filler_p.sum()
     filler_tok = topic_words + np.minimum(
         np.searchsorted(filler_cdf, rng.random(int(n_filler.sum())), side="right"), filler_words - 1)
     filler_doc = np.repeat(np.arange(num_docs, dtype=np.int64), n_filler)
-    label_tok = label_words[label_val].ravel()
-    label_tok_doc = np.repeat(label_doc, words_per_label)
     noise_tok = rng.integers(0, topic_words, size=num_docs * distractors)
     noise_doc = np.repeat(np.arange(num_docs, dtype=np.int64), distractors)
     tok = np.concatenate([filler_tok, label_tok, noise_tok])
     tok_doc = np.concatenate([filler_doc, label_tok_doc, noise_doc])
     order = np.lexsort((rng.random(tok.size), tok_doc))  # by document, shuffled within it
-    tok, tok_doc = tok[order], tok_doc[order]
-    splits = np.searchsorted(tok_doc, np.arange(num_docs + 1))
-    words = vocab[tok].tolist()
-    texts = [" ".join(words[splits[i]:splits[i + 1]]) for i in range(num_docs)]
-
-    if label_ids:
-        out = np.split(label_val, label_splits[1:-1])
-    else:
-        names = np.asarray(xmc_label_names(num_labels))[label_val].tolist()
-        out = [names[label_splits[i]:label_splits[i + 1]] for i in range(num_docs)]
-    return texts, out
+    return tok[order], tok_doc[order]
 
 
 def synthetic_xmc_splits(seed: int = 0, num_train: int = 20000, num_test: int = 5000, **corpus_kwargs):
