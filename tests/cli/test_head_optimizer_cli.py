@@ -115,13 +115,14 @@ def test_head_optimizer_refused_with_two_replicas(xmc_data, tmp_path):
 
 
 # ----------------------------------------------------------------------------- a run: stored, resumed, loaded
-def _kernel_dtype_in(h5_bytes):
-    """The dtype Keras stored the head's kernel with (``head/vars/0``) in a ``.weights.h5`` image."""
+def _stored_kernel(h5_bytes):
+    """``(bytes per weight, shape)`` of the head's kernel (``head/vars/0``) in a ``.weights.h5``
+    image: 2 for bfloat16, whether Keras stores it as bfloat16 or the head as its uint16 bit patterns."""
     import h5py
 
     with h5py.File(io.BytesIO(h5_bytes), "r") as f:
         kernel = f["head/vars/0"]
-        return kernel.attrs.get("dtype", str(kernel.dtype)), kernel.shape
+        return kernel.dtype.itemsize, kernel.shape
 
 
 @pytest.mark.slow
@@ -149,7 +150,7 @@ def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, mon
     assert (cfg["args"]["head_optimizer"], cfg["args"]["head_dtype"], cfg["args"]["head_learning_rate"]) == (
         "sgd", "bfloat16", 0.33)
     checkpoint = run / "backup" / "epoch-0001" / "model.weights.h5"
-    assert _kernel_dtype_in(checkpoint.read_bytes())[0] == "bfloat16"
+    assert _stored_kernel(checkpoint.read_bytes())[0] == 2  # bfloat16 in the checkpoint
     # another head than the stored one cannot load its checkpoints: refused, naming the flag
     assert cli("train", "--out", run, "--resume", "--head-dtype", "float32") == 2
     assert "argument --head-dtype: expected the interrupted run's --head-dtype bfloat16" in capsys.readouterr().err
@@ -174,8 +175,8 @@ def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, mon
 
     # the stored model: a bfloat16 kernel, trained by the fused SGD for every step of both epochs
     with zipfile.ZipFile(run / "model.keras") as z:
-        dtype, shape = _kernel_dtype_in(z.read("model.weights.h5"))
-    assert dtype == "bfloat16" and shape[0] == b["labels"]
+        size, shape = _stored_kernel(z.read("model.weights.h5"))
+    assert size == 2 and shape == (b["labels"], 32)  # [C, H] in bfloat16
     import keras
 
     from fusedfocal.cli import models  # noqa: F401  (custom layers)
@@ -202,3 +203,22 @@ def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, mon
     (run / "config.json").write_text(json.dumps(cfg))
     assert cli("evaluate", run, "--data", xmc_data["test"], "--output", out) == 2
     assert "does not match config.json: expected head-dtype float32" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_passes_the_head_to_every_run(xmc_data, tmp_path):
+    """compare chooses the head settings once and every loss's run trains (and stores) that head:
+    --head-dtype bfloat16 alone gets the run's optimizer (adam) as a fused update."""
+    out = tmp_path / "cmp"
+    flags = [a for a in FAST]
+    flags[flags.index("--epochs") + 1] = "1"
+    assert cli("compare", "--head", "fused", "--losses", "bce", "--head-dtype", "bfloat16", "--data",
+               xmc_data["train"], "--out", out, *flags) == 0
+    chosen = json.loads((out / "config.json").read_text())["settings"]
+    assert chosen["head_optimizer"]["value"] == "adam" and chosen["head_optimizer"]["source"] == "default"
+    assert chosen["head_dtype"] == {"value": "bfloat16", "source": "flag", "why": "given"}
+    run = json.loads((out / "runs" / "bce" / "config.json").read_text())
+    assert (run["args"]["head_optimizer"], run["args"]["head_dtype"], run["args"]["head_learning_rate"]) == (
+        "adam", "bfloat16", 0.03)
+    with zipfile.ZipFile(out / "runs" / "bce" / "model.keras") as z:
+        assert _stored_kernel(z.read("model.weights.h5"))[0] == 2

@@ -98,8 +98,9 @@ def cmd_compare(args):
             for name in settings.RESOLVED + settings.HEAD_SETTINGS:
                 setattr(args, name, getattr(args_s, name))
     prep = preps[seeds[0]]
-    if args.resume and not prep.settings:
-        prep.settings = settings.restored(out)
+    if args.resume and not set(prep.settings) - set(settings.HEAD_SETTINGS):
+        # the stored settings (a comparison older than the head flags chose only those now)
+        prep.settings = {**settings.restored(out), **prep.settings}
     for p in preps.values():  # every seed's runs store the settings chosen once
         p.settings = prep.settings
     fused.resolve_select(getattr(args, "select", None), prep.head)

@@ -246,7 +246,7 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
     if args.prior_bias:  # the logit the loss sees starts at the prior log-odds: for la, bias + offsets
         bias = models.prior_logits(prep.fit_counts / max(prep.fit_docs, 1))
         bias = (bias - kw.get("logit_offsets", 0.0)).astype(np.float32)
-        head.bias.assign(bias if weight_dtype == "float32" else tf.cast(bias, weight_dtype))
+        head.bias.assign(bias if head.bias.dtype == "float32" else tf.cast(bias, head.bias.dtype))
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 

@@ -41,13 +41,15 @@ def _finite(value):
 
 def weights_finite(model):
     """Every trainable weight finite, and a fused head's kernel and bias (its head optimizer trains
-    them: not trainable variables; bfloat16 checked as float32)."""
+    them: not trainable variables; bfloat16 checked as float32, read as floats where the head
+    stores them as bit patterns)."""
     import numpy as np
 
     variables = list(model.trainable_variables)
     head = getattr(model, "head", None)
     if getattr(head, "head_optimizer", None) is not None:
-        variables += [w for w in (head.kernel, head.bias) if w is not None]
+        weights = head.float_weights() if hasattr(head, "float_weights") else (head.kernel, head.bias)
+        variables += [w for w in weights if w is not None]
     return all(np.isfinite(np.asarray(v.numpy(), np.float32)).all() for v in variables)
 
 
