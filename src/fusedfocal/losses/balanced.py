@@ -193,20 +193,8 @@ def db_params(
 
 
 def distribution_balanced_loss(
-    logits,
-    labels,
-    *,
-    class_counts,
-    num_docs,
-    gamma=2.0,
-    alpha=0.5,
-    map_alpha=0.1,
-    map_beta=10.0,
-    map_mu=0.9,
-    neg_scale=2.0,
-    init_bias=0.05,
-    reduction="none",
-    name=None,
+    logits, labels, *, class_counts, num_docs, gamma=2.0, alpha=0.5, map_alpha=0.1, map_beta=10.0, map_mu=0.9,
+    neg_scale=2.0, init_bias=0.05, reduction="none", name=None,
 ):
     r"""Distribution-balanced loss (Wu et al., ECCV 2020), from logits.
 
@@ -274,27 +262,33 @@ def distribution_balanced_loss(
         logits, labels = c.prepare(logits, labels)
         c.check_per_class("class_counts", p["class_counts"], logits)
         c.check_per_class("alpha", p["alpha"], logits)
-        counts = p["class_counts"]
-        freq_inv = 1.0 / np.maximum(counts, 1.0)
-        prior = c.safe_priors(counts, p["num_docs"])
-        nu = p["init_bias"] * np.log(1.0 / prior - 1.0)
-        lam = p["neg_scale"]
+        return c.fused(logits, _db_elementwise(labels, p), reduction)
 
-        def compute(x):
-            dt = x.dtype
-            y = tf.broadcast_to(labels, tf.shape(x))
-            fi = c.as_tensor(freq_inv, dt)
-            inst = tf.reduce_sum(y * fi, axis=-1, keepdims=True)  # P^I
-            r = tf.math.divide_no_nan(fi, inst)
-            r_hat = p["map_alpha"] + tf.sigmoid(p["map_beta"] * (r - p["map_mu"]))
-            r_hat = tf.where(inst > 0, r_hat, tf.constant(p["map_alpha"] + 1.0, dt))
-            scale = y + lam * (1.0 - y)
-            z = (x - c.as_tensor(nu, dt)) * scale
-            w = r_hat * (y + (1.0 - y) / lam)
-            if p["alpha"] is not None:
-                a = c.as_tensor(p["alpha"], dt)
-                w = w * ((1.0 - a) + (2.0 * a - 1.0) * y)
-            loss, grad = focal_loss_and_grad(z, y, w, p["gamma"])
-            return loss, grad * scale
 
-        return c.fused(logits, compute, reduction)
+def _db_elementwise(labels, p):
+    """The per-element loss and gradient of :func:`distribution_balanced_loss` for ``c.fused``, from
+    the checked parameters ``p`` of :func:`db_params` (priors and weights precomputed in float64)."""
+    counts = p["class_counts"]
+    freq_inv = 1.0 / np.maximum(counts, 1.0)
+    prior = c.safe_priors(counts, p["num_docs"])
+    nu = p["init_bias"] * np.log(1.0 / prior - 1.0)
+    lam = p["neg_scale"]
+
+    def compute(x):
+        dt = x.dtype
+        y = tf.broadcast_to(labels, tf.shape(x))
+        fi = c.as_tensor(freq_inv, dt)
+        inst = tf.reduce_sum(y * fi, axis=-1, keepdims=True)  # P^I
+        r = tf.math.divide_no_nan(fi, inst)
+        r_hat = p["map_alpha"] + tf.sigmoid(p["map_beta"] * (r - p["map_mu"]))
+        r_hat = tf.where(inst > 0, r_hat, tf.constant(p["map_alpha"] + 1.0, dt))
+        scale = y + lam * (1.0 - y)
+        z = (x - c.as_tensor(nu, dt)) * scale
+        w = r_hat * (y + (1.0 - y) / lam)
+        if p["alpha"] is not None:
+            a = c.as_tensor(p["alpha"], dt)
+            w = w * ((1.0 - a) + (2.0 * a - 1.0) * y)
+        loss, grad = focal_loss_and_grad(z, y, w, p["gamma"])
+        return loss, grad * scale
+
+    return compute
