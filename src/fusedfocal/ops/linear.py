@@ -59,21 +59,9 @@ def default_chunk_size(batch, num_labels) -> int:
 
 @tf.autograph.experimental.do_not_convert  # Python control flow on static values only
 def linear_focal_loss(
-    features,
-    kernel,
-    bias,
-    labels,
-    *,
-    gamma: float = 2.0,
-    alpha=None,
-    class_weights=None,
-    logit_offsets=None,
-    reduction: str = "mean",
-    kernel_layout: str = "hc",
-    chunk_size: int | None = None,
-    implementation: str = "auto",
-    grad_mode: str = "forward",
-    name: str | None = None,
+    features, kernel, bias, labels, *, gamma: float = 2.0, alpha=None, class_weights=None, logit_offsets=None,
+    reduction: str = "mean", kernel_layout: str = "hc", chunk_size: int | None = None, implementation: str = "auto",
+    grad_mode: str = "forward", name: str | None = None,
 ):
     r"""Sigmoid focal loss of ``features @ kernel + bias``, without ``[B, C]`` logits.
 
@@ -137,31 +125,33 @@ def linear_focal_loss(
     with tf.name_scope(name or "linear_focal_loss"):
         features, kernel, bias, num_classes = _convert_head(features, kernel, bias, kernel_layout)
         cdtype = v.compute_dtype(features.dtype)
-        alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
-        class_weights = class_vector("class_weights", class_weights, num_classes)
-        logit_offsets = class_vector("logit_offsets", logit_offsets, num_classes)
+        alpha, weights, offsets = _class_params(alpha, class_weights, logit_offsets, num_classes, cdtype)
         xla = native.in_xla_context()
         batch_static = features.shape[0]
         lab, checks = convert_labels(labels, batch_static, num_classes, xla=xla)
         chunk = chunk_size or default_chunk_size(batch_static, num_classes)
-
-        alpha_arg = alpha
-        if alpha is not None and not isinstance(alpha, float):
-            alpha_arg = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
-                tf.cast(alpha, cdtype)
-        use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha_arg)
-        weights = None if class_weights is None else tf.cast(class_weights, cdtype)
-        offsets = None if logit_offsets is None else tf.cast(logit_offsets, cdtype)
-        elem = Elementwise(gamma, alpha_arg, weights, use_native, cdtype)
+        use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha)
+        elem = Elementwise(gamma, alpha, weights, use_native, cdtype)
         head = Head(features, kernel, bias, offsets, kernel_layout, cdtype)
-
         count = tf.cast(head.batch, cdtype) * float(num_classes)
-        scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else \
-            tf.ones([], cdtype)
-
+        scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else tf.ones([], cdtype)
         with tf.control_dependencies(checks):
             return _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk, scale,
                                    grad_mode, xla)
+
+
+def _class_params(alpha, class_weights, logit_offsets, num_classes, cdtype):
+    """The per-class arguments checked against ``num_classes`` and in the compute dtype: ``alpha``
+    (None, a float, or a ``[C]`` / scalar tensor), ``class_weights`` and ``logit_offsets``."""
+    alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
+    class_weights = class_vector("class_weights", class_weights, num_classes)
+    logit_offsets = class_vector("logit_offsets", logit_offsets, num_classes)
+    if alpha is not None and not isinstance(alpha, float):
+        alpha = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
+            tf.cast(alpha, cdtype)
+    weights = None if class_weights is None else tf.cast(class_weights, cdtype)
+    offsets = None if logit_offsets is None else tf.cast(logit_offsets, cdtype)
+    return alpha, weights, offsets
 
 
 def _convert_head(features, kernel, bias, layout):
