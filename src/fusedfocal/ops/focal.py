@@ -23,7 +23,7 @@ _ROW = 256  # XLA path: element-wise math runs on [N / _ROW, _ROW] views
 
 
 def focal_loss_and_grad(x, y, alpha_t, gamma: float):
-    """Element-wise focal loss and its derivative with respect to ``x``.
+    r"""Element-wise focal loss and its derivative with respect to ``x``.
 
     Args:
       x: logits in the compute dtype (float32 or float64).
@@ -33,6 +33,17 @@ def focal_loss_and_grad(x, y, alpha_t, gamma: float):
 
     Returns:
       ``(loss, dloss_dx)`` in the compute dtype.
+
+    The gradient of ``FL = alpha_t q^gamma BCE`` (:func:`fusedfocal.sigmoid_focal_loss`), derived
+    with ``s = sigmoid(x)``, ``q = 1 - p_t = y + s(1-2y)`` and ``dq/dx = (1-2y) s(1-s)``:
+
+    .. math::
+
+        \frac{\partial FL}{\partial x} = \alpha_t\, q^{\gamma}
+            \Big[(s - y) + \gamma (1-2y) \frac{s(1-s)}{q}\,\mathrm{BCE}\Big]
+
+    where ``s(1-s)/q`` is computed in the stable form below; for ``gamma = 0`` it reduces to
+    ``alpha_t (s - y)``, the BCE gradient.
 
     With ``t = exp(-|x|)`` and ``u`` the target mass on the side that
     ``sign(x)`` does not predict (``u = 1 - y`` for ``x >= 0``, ``u = y`` for
@@ -99,22 +110,10 @@ def _alpha_t(alpha, y):
 
 
 @tf.autograph.experimental.do_not_convert  # plain Python control flow on static values
-def sigmoid_focal_loss(
-    logits,
-    labels,
-    *,
-    gamma: float = 2.0,
-    alpha=None,
-    label_smoothing: float = 0.0,
-    apply_class_balancing: bool | None = None,
-    from_logits: bool = True,
-    epsilon: float = kc.KERAS_EPSILON,
-    reduction: str = "none",
-    sample_weight=None,
-    check_labels: bool = False,
-    name: str | None = None,
-    implementation: str = "auto",
-):
+def sigmoid_focal_loss(logits, labels, *, gamma: float = 2.0, alpha=None, label_smoothing: float = 0.0,
+                       apply_class_balancing: bool | None = None, from_logits: bool = True,
+                       epsilon: float = kc.KERAS_EPSILON, reduction: str = "none", sample_weight=None,
+                       check_labels: bool = False, name: str | None = None, implementation: str = "auto"):
     r"""Sigmoid focal loss computed from logits, with an analytic gradient.
 
     .. math::
@@ -124,80 +123,53 @@ def sigmoid_focal_loss(
 
         FL(x, y) = \alpha_t\,(1-p_t)^{\gamma}\,\mathrm{BCE}(x, y)
 
-    ``BCE = softplus(x) - x y`` is the binary cross-entropy, which for hard
-    labels is ``-log p_t``; soft labels use the same formula (as optax and
-    torchvision do). ``(1-p_t)^\gamma`` is evaluated as
-    ``exp(gamma * log(1-p_t))`` (repeated multiplication for integer gamma)
-    from ``t = exp(-|x|)``, never from a clipped probability.
-
-    The gradient, derived with ``s = \sigma(x)``,
-    ``q = 1-p_t = y + s(1-2y)`` and ``dq/dx = (1-2y)s(1-s)``:
-
-    .. math::
-
-        \frac{\partial FL}{\partial x} = \alpha_t\, q^{\gamma}
-            \Big[(s - y) + \gamma (1-2y) \frac{s(1-s)}{q}\,\mathrm{BCE}\Big]
-
-    where ``s(1-s)/q = t / ((1+t)(u + (1-u)t))`` stays finite as ``q -> 0``
-    (``u`` is the target mass opposite to ``sign(x)``). For ``gamma = 0`` it
-    reduces to ``alpha_t (s - y)``, the BCE gradient. Labels are treated as
-    constants (no gradient flows to ``labels`` or ``alpha``).
+    ``BCE = softplus(x) - x y`` is the binary cross-entropy, which for hard labels is ``-log p_t``; soft
+    labels use the same formula (as optax and torchvision do). ``(1-p_t)^\gamma`` is evaluated as
+    ``exp(gamma * log(1-p_t))`` (repeated multiplication for integer gamma) from ``t = exp(-|x|)``, never
+    from a clipped probability. The gradient is analytic (derived in ``fusedfocal.ops.focal.focal_loss_and_grad``)
+    and finite as ``1-p_t -> 0``; for ``gamma = 0`` it is ``alpha_t (\sigma(x) - y)``, the BCE gradient.
+    Labels are treated as constants (no gradient flows to ``labels`` or ``alpha``).
 
     Args:
-      logits: float16, bfloat16, float32 or float64 tensor, shape ``[..., C]``
-        (rank >= 1). Math runs in float32 (float64 for float64 inputs).
-      labels: targets in ``[0, 1]`` (hard or soft), of dtype bool, int or
-        float, broadcastable to ``logits``' shape. Values outside ``[0, 1]``
-        are not checked by default and give a finite but meaningless loss;
-        pass ``check_labels=True`` for a run-time assertion.
+      logits: float16, bfloat16, float32 or float64 tensor, shape ``[..., C]`` (rank >= 1). Math runs in
+        float32 (float64 for float64 inputs).
+      labels: targets in ``[0, 1]`` (hard or soft), of dtype bool, int or float, broadcastable to
+        ``logits``' shape. Values outside ``[0, 1]`` are not checked by default and give a finite but
+        meaningless loss; pass ``check_labels=True`` for a run-time assertion.
       gamma: focusing parameter, a Python float >= 0. ``0`` is BCE.
-      alpha: ``None`` (no class weighting), a float in ``[0, 1]`` (weight of
-        positives; negatives get ``1 - alpha``), a length-``C`` vector (per
-        class) or a tensor broadcastable to ``logits``.
-      label_smoothing: float in ``[0, 1]``; targets become
-        ``y * (1 - label_smoothing) + label_smoothing / 2`` (Keras' binary
-        smoothing; ``1`` makes every target 1/2).
-      apply_class_balancing: ``None`` (default) applies ``alpha`` as given
-        (``None``: no weighting). ``True`` or ``False`` give Keras'
-        ``BinaryFocalCrossentropy`` meaning: ``True`` applies ``alpha``, or
-        Keras' default 0.25 when ``alpha`` is None; ``False`` ignores
-        ``alpha``.
-      from_logits: ``True`` (default): ``logits`` are logits. ``False``:
-        ``logits`` holds probabilities in ``[0, 1]``, read as Keras 3 reads
-        them: clipped into ``[epsilon, 1 - epsilon]`` and converted to the
-        logit ``log(c) - log(1 - c)``, whose cross-entropy is Keras'
-        clipped one; the math then runs on that logit. The gradient flows to
-        the probabilities (0 where the clip is active, as in Keras).
-      epsilon: the probability clip for ``from_logits=False``
-        (``keras.backend.epsilon()``'s default, 1e-7).
-      reduction: ``"none"`` (default) returns the per-element loss;
-        ``"sum"`` and ``"mean"`` return a scalar and keep only the gradient
-        (one logits-sized tensor, in the logits' dtype) for the backward
-        pass, so no ``[..., C]`` float32 loss tensor is materialised.
-        ``"mean"`` of an empty batch is 0.
-      sample_weight: ``None`` or a float tensor broadcastable to ``logits``
-        (``[B, 1]`` per example, ``[B, C]`` per label, 0 masks) that
-        multiplies each element's loss and gradient before the reduction,
-        inside the kernel: ``"sum"`` is ``sum(w * FL)``, ``"mean"`` is
-        ``sum(w * FL) / N`` with ``N`` the number of elements (Keras'
-        ``sum_over_batch_size``). No gradient flows to the weights.
+      alpha: ``None`` (no class weighting), a float in ``[0, 1]`` (weight of positives; negatives get
+        ``1 - alpha``), a length-``C`` vector (per class) or a tensor broadcastable to ``logits``.
+      label_smoothing: float in ``[0, 1]``; targets become ``y * (1 - label_smoothing) + label_smoothing
+        / 2`` (Keras' binary smoothing; ``1`` makes every target 1/2).
+      apply_class_balancing: ``None`` (default) applies ``alpha`` as given (``None``: no weighting).
+        ``True`` or ``False`` give Keras' ``BinaryFocalCrossentropy`` meaning: ``True`` applies
+        ``alpha``, or Keras' default 0.25 when ``alpha`` is None; ``False`` ignores ``alpha``.
+      from_logits: ``True`` (default): ``logits`` are logits. ``False``: ``logits`` holds probabilities in
+        ``[0, 1]``, read as Keras 3 reads them: clipped into ``[epsilon, 1 - epsilon]`` and converted to
+        the logit ``log(c) - log(1 - c)``, whose cross-entropy is Keras' clipped one; the math then runs
+        on that logit. The gradient flows to the probabilities (0 where the clip is active, as in Keras).
+      epsilon: the probability clip for ``from_logits=False`` (``keras.backend.epsilon()``'s default, 1e-7).
+      reduction: ``"none"`` (default) returns the per-element loss; ``"sum"`` and ``"mean"`` return a
+        scalar and keep only the gradient (one logits-sized tensor, in the logits' dtype) for the backward
+        pass, so no ``[..., C]`` float32 loss tensor is materialised. ``"mean"`` of an empty batch is 0.
+      sample_weight: ``None`` or a float tensor broadcastable to ``logits`` (``[B, 1]`` per example,
+        ``[B, C]`` per label, 0 masks) that multiplies each element's loss and gradient before the
+        reduction, inside the kernel: ``"sum"`` is ``sum(w * FL)``, ``"mean"`` is ``sum(w * FL) / N`` with
+        ``N`` the number of elements (Keras' ``sum_over_batch_size``). No gradient flows to the weights.
       check_labels: add a run-time assertion that labels are in ``[0, 1]``.
       name: optional name scope.
-      implementation: ``"auto"`` (default), ``"xla"`` or ``"native"``; see
-        ``fusedfocal.ops.native`` (``$FUSEDFOCAL_IMPLEMENTATION`` overrides
-        ``"auto"``). The native op is used only when built; inside an
-        XLA-compiled function it runs as one XLA custom call on CPU.
+      implementation: ``"auto"`` (default), ``"xla"`` or ``"native"``; see ``fusedfocal.ops.native``
+        (``$FUSEDFOCAL_IMPLEMENTATION`` overrides ``"auto"``). The native op is used only when built;
+        inside an XLA-compiled function it runs as one XLA custom call on CPU.
 
     Returns:
-      The loss, shaped like ``logits`` for ``reduction="none"``, else a
-      scalar; float32, or float64 for float64 logits.
+      The loss, shaped like ``logits`` for ``reduction="none"``, else a scalar; float32, or float64 for
+      float64 logits.
 
     Raises:
-      ValueError: ``gamma < 0``, ``alpha`` outside ``[0, 1]`` or of the wrong
-        length, ``label_smoothing`` outside ``[0, 1]``, a non-bool
-        ``apply_class_balancing`` or ``from_logits``, ``epsilon`` outside
-        ``(0, 0.5)``, a bad ``reduction``, rank-0 inputs, or labels that do
-        not broadcast to ``logits``.
+      ValueError: ``gamma < 0``, ``alpha`` outside ``[0, 1]`` or of the wrong length, ``label_smoothing``
+        outside ``[0, 1]``, a non-bool ``apply_class_balancing`` or ``from_logits``, ``epsilon`` outside
+        ``(0, 0.5)``, a bad ``reduction``, rank-0 inputs, or labels that do not broadcast to ``logits``.
       TypeError: non-floating logits or an unsupported labels dtype.
 
     References:
@@ -209,6 +181,21 @@ def sigmoid_focal_loss(
     >>> np.round(loss.numpy(), 4)
     array([[30.    ,  1.6501]], dtype=float32)
     """
+    gamma, label_smoothing, reduction, alpha, from_logits, epsilon, implementation = _check_arguments(
+        gamma, label_smoothing, reduction, alpha, apply_class_balancing, from_logits, epsilon, implementation)
+    with tf.name_scope(name or "sigmoid_focal_loss"):
+        logits, labels, weights, deps, label_smoothing = _convert_inputs(
+            logits, labels, alpha, label_smoothing, sample_weight, from_logits, epsilon, check_labels)
+        with tf.control_dependencies(deps):
+            if native.use_native(implementation, logits, alpha):
+                return native.native_focal_loss(logits, labels, alpha, gamma, label_smoothing, reduction, weights)
+            return _fused(logits, labels, alpha, gamma, label_smoothing, reduction, weights)
+
+
+def _check_arguments(gamma, label_smoothing, reduction, alpha, apply_class_balancing, from_logits, epsilon,
+                     implementation):
+    """The Python arguments of :func:`sigmoid_focal_loss` checked, in the order that decides which error a
+    call with several bad arguments gets; ``alpha`` resolved with ``apply_class_balancing``."""
     gamma = v.check_nonnegative_float("gamma", gamma)
     label_smoothing = v.check_unit_interval("label_smoothing", label_smoothing)
     reduction = v.check_reduction(reduction)
@@ -218,25 +205,27 @@ def sigmoid_focal_loss(
     from_logits = kc.check_bool("from_logits", from_logits)
     epsilon = kc.check_epsilon(epsilon)
     implementation = native.check_implementation(implementation)
-    with tf.name_scope(name or "sigmoid_focal_loss"):
-        logits = v.convert_logits(logits)
-        if not from_logits:  # probabilities: Keras' clipped logit, in the compute dtype
-            logits = kc.sigmoid_logits(tf.cast(logits, v.compute_dtype(logits.dtype)), epsilon)
-        num_classes = logits.shape[-1]
-        v.check_class_length("alpha", alpha, num_classes)
-        if isinstance(alpha, np.ndarray) or isinstance(alpha, (tf.Tensor, tf.Variable)):
-            v.check_broadcast("alpha", tf.TensorShape(alpha.shape), logits.shape)
-        labels = v.convert_labels(labels, logits)
-        _check_result_shape(labels.shape, logits.shape)
-        weights = _convert_weights(sample_weight, labels.dtype, logits.shape)
-        deps = v.assert_labels_in_unit_interval(labels) if check_labels else []
-        if label_smoothing == 1.0:  # every target 1/2; the kernels take [0, 1)
-            labels, label_smoothing = labels * 0.0 + 0.5, 0.0  # (NaN stays NaN, as in Keras)
-        with tf.control_dependencies(deps):
-            if native.use_native(implementation, logits, alpha):
-                return native.native_focal_loss(
-                    logits, labels, alpha, gamma, label_smoothing, reduction, weights)
-            return _fused(logits, labels, alpha, gamma, label_smoothing, reduction, weights)
+    return gamma, label_smoothing, reduction, alpha, from_logits, epsilon, implementation
+
+
+def _convert_inputs(logits, labels, alpha, label_smoothing, sample_weight, from_logits, epsilon, check_labels):
+    """The tensors of :func:`sigmoid_focal_loss`: logits (from probabilities with ``from_logits=False``),
+    labels and weights in the compute dtype, checked against the logits' shape, the label assertion
+    (``check_labels``) and the label smoothing the kernels get: ``(logits, labels, weights, deps,
+    label_smoothing)``."""
+    logits = v.convert_logits(logits)
+    if not from_logits:  # probabilities: Keras' clipped logit, in the compute dtype
+        logits = kc.sigmoid_logits(tf.cast(logits, v.compute_dtype(logits.dtype)), epsilon)
+    v.check_class_length("alpha", alpha, logits.shape[-1])
+    if isinstance(alpha, np.ndarray) or isinstance(alpha, (tf.Tensor, tf.Variable)):
+        v.check_broadcast("alpha", tf.TensorShape(alpha.shape), logits.shape)
+    labels = v.convert_labels(labels, logits)
+    _check_result_shape(labels.shape, logits.shape)
+    weights = _convert_weights(sample_weight, labels.dtype, logits.shape)
+    deps = v.assert_labels_in_unit_interval(labels) if check_labels else []
+    if label_smoothing == 1.0:  # every target 1/2; the kernels take [0, 1)
+        labels, label_smoothing = labels * 0.0 + 0.5, 0.0  # (NaN stays NaN, as in Keras)
+    return logits, labels, weights, deps, label_smoothing
 
 
 def _convert_weights(sample_weight, dtype, logits_shape):
