@@ -283,59 +283,11 @@ def summarize(path, *, loss_scope=LOSS_SCOPE, top=10):
     conv.tool_names()  # writes the HLO modules beside the trace (XLA runs)
     hlo = conv.hlo_modules(session)
     events = conv.events()
-    selfs = _self_times(events)
-
-    # The converter renames step events to "<name> <step_num>" (args: step_name, step_num).
-    step_re = re.compile(rf"^{re.escape(STEP_NAME)}( \d+)?$")
-    steps = [e for e in events if step_re.match(e["name"]) and "step_num" in e["args"]]
-    if not steps:  # Keras' own batch events (no step markers): still gives a step time
-        steps = [e for e in events if e["name"] == "Profiled batch"]
-        marker = "Profiled batch (Keras; no step markers)" if steps else None
-    else:
-        marker = f"{STEP_NAME} (fusedfocal.profiling.StepMarker)"
+    steps, marker = _step_events(events)
     n_steps = len(steps)
     step_ms = [e["dur"] / 1e3 for e in steps]
     mean_step = sum(step_ms) / n_steps if n_steps else 0.0
-
-    ops = defaultdict(lambda: {"us": 0.0, "count": 0, "kind": None, "op": ""})
-    loss = {"forward": 0.0, "backward": 0.0}
-    found = defaultdict(lambda: {"us": 0.0, "count": 0, "kind": None})
-    input_us = 0.0
-    xla = False
-    for e, st in zip(events, selfs):
-        args = e["args"]
-        if "hlo_op" in args:  # an XLA kernel (thunk) event
-            xla = True
-            info = hlo.get(args.get("hlo_module", ""), {}).get(args["hlo_op"], {})
-            op_names = info.get("op_names", [])
-            label = e["name"]
-            op_type = info.get("op_type", "")
-            if info.get("target"):
-                label += f" (custom call {info['target']})"
-        elif args.get("long_name", "").startswith("Iterator::"):  # tf.data
-            if _ROOT_ITERATOR.match(args["long_name"]):  # the step's GetNext from the input pipeline
-                input_us += e["dur"]
-            continue
-        elif "long_name" in args and ":" in args["long_name"]:  # a TensorFlow op event
-            op_names = [args["long_name"].rsplit(":", 1)[0]]
-            label = e["name"]
-            op_type = e["name"]
-        else:
-            continue
-        kind = _classify(op_names, loss_scope)
-        if kind is None and (op_type == NATIVE_OP or info_target(args, hlo) == "fusedfocal_focal_loss"):
-            kind = "forward"
-        o = ops[label]
-        o["us"] += st
-        o["count"] += 1
-        o["kind"] = o["kind"] or kind
-        o["op"] = o["op"] or (op_names[0] if op_names else "")
-        if kind:
-            loss[kind] += st
-            f = found[label]
-            f["us"] += st
-            f["count"] += 1
-            f["kind"] = kind
+    ops, loss, found, input_us, xla = _self_time_by_op(events, hlo, loss_scope)
 
     per = 1.0 / n_steps if n_steps else 0.0
     loss_ms = {k: v * per / 1e3 for k, v in loss.items()}
@@ -365,6 +317,68 @@ def summarize(path, *, loss_scope=LOSS_SCOPE, top=10):
         "input": {"per_step_ms": input_ms, "share": input_ms / mean_step if mean_step else 0.0,
                   "source": input_source},
     }
+
+
+def _step_events(events):
+    """The training steps' events and what marked them: fusedfocal's step markers, else Keras' own
+    batch events (no step markers: still gives a step time), else none."""
+    # The converter renames step events to "<name> <step_num>" (args: step_name, step_num).
+    step_re = re.compile(rf"^{re.escape(STEP_NAME)}( \d+)?$")
+    steps = [e for e in events if step_re.match(e["name"]) and "step_num" in e["args"]]
+    if steps:
+        return steps, f"{STEP_NAME} (fusedfocal.profiling.StepMarker)"
+    steps = [e for e in events if e["name"] == "Profiled batch"]
+    return steps, "Profiled batch (Keras; no step markers)" if steps else None
+
+
+def _op_event(e, hlo):
+    """``(label, op_names, op_type)`` of a TensorFlow op or XLA kernel event, else None."""
+    args = e["args"]
+    if "hlo_op" in args:  # an XLA kernel (thunk) event
+        info = hlo.get(args.get("hlo_module", ""), {}).get(args["hlo_op"], {})
+        label = e["name"]
+        if info.get("target"):
+            label += f" (custom call {info['target']})"
+        return label, info.get("op_names", []), info.get("op_type", "")
+    if "long_name" in args and ":" in args["long_name"]:  # a TensorFlow op event
+        return e["name"], [args["long_name"].rsplit(":", 1)[0]], e["name"]
+    return None
+
+
+def _self_time_by_op(events, hlo, loss_scope):
+    """Self time (us, whole trace) per op or XLA kernel and of the loss's forward and backward ops, and
+    the input pipeline's time: ``(ops, loss, found, input_us, xla)``."""
+    ops = defaultdict(lambda: {"us": 0.0, "count": 0, "kind": None, "op": ""})
+    loss = {"forward": 0.0, "backward": 0.0}
+    found = defaultdict(lambda: {"us": 0.0, "count": 0, "kind": None})
+    input_us = 0.0
+    xla = False
+    for e, st in zip(events, _self_times(events)):
+        args = e["args"]
+        xla = xla or "hlo_op" in args
+        if "hlo_op" not in args and args.get("long_name", "").startswith("Iterator::"):  # tf.data
+            if _ROOT_ITERATOR.match(args["long_name"]):  # the step's GetNext from the input pipeline
+                input_us += e["dur"]
+            continue
+        op = _op_event(e, hlo)
+        if op is None:
+            continue
+        label, op_names, op_type = op
+        kind = _classify(op_names, loss_scope)
+        if kind is None and (op_type == NATIVE_OP or info_target(args, hlo) == "fusedfocal_focal_loss"):
+            kind = "forward"
+        o = ops[label]
+        o["us"] += st
+        o["count"] += 1
+        o["kind"] = o["kind"] or kind
+        o["op"] = o["op"] or (op_names[0] if op_names else "")
+        if kind:
+            loss[kind] += st
+            f = found[label]
+            f["us"] += st
+            f["count"] += 1
+            f["kind"] = kind
+    return ops, loss, found, input_us, xla
 
 
 def info_target(args, hlo):
