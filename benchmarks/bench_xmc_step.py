@@ -13,7 +13,7 @@ step's loss equals the unfused one. ``pytest benchmarks/bench_xmc_step.py
 --benchmark``: C in {4096, 131072} x H in {256, 768} x B in {256, 1024}.
 The large label counts (670,091 and 3,000,000), which need one process and
 most of the machine each, run with ``python benchmarks/xmc_grid.py`` (same
-worker, one configuration per subprocess); ``python scripts/xmc_table.py``
+worker, one configuration per subprocess); ``python benchmarks/xmc_table.py``
 writes the README table from both.
 """
 

@@ -3,7 +3,7 @@
 #   bash scripts/dev.sh demo [fusedfocal compare flags]   set up, then run the main job
 #   bash scripts/dev.sh test [pytest args]                set up, then run the tests
 # Set-up: creates .venv at the repository root if missing, installs the
-# dependencies with the dev, plot and profile extras, then the package itself
+# dependencies with the dev, plots, profile and docs extras, then the package itself
 # (editable, no build isolation), whose install compiles the native op against
 # the venv's TensorFlow (build_support/native_build.py). Skipped when nothing
 # it depends on changed since the last install. A failed native build only
