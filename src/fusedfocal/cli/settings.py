@@ -81,9 +81,10 @@ RESOLVED = ("model", "ngram_hidden", "ngram_bigrams", "max_length", "vocab_size"
 HEAD_SETTINGS = ("head_optimizer", "head_dtype", "head_learning_rate")
 FLAGS = {k: "--" + k.replace("_", "-") for k in RESOLVED + HEAD_SETTINGS}
 # Why --head-optimizer shared and --head-dtype float32 are the defaults.
-HEAD_DEFAULT_WHY = ("today's behaviour: --optimizer trains the head with the encoder, float32 weights. sgd/adam "
-                    "(a fused update, no kernel-sized gradient) and bfloat16 save memory; their quality is not "
-                    "measured yet (docs/xmc.md, the head-memory section)")
+HEAD_DEFAULT_WHY = ("today's behaviour: --optimizer trains the head with the encoder, float32 weights. "
+                    "--head-optimizer adam --head-dtype bfloat16 (a fused update, no kernel-sized gradient) "
+                    "measured the same P@1/P@5/PSP@5 with 7x less step memory on the synthetic XMC corpus, one "
+                    "corpus only, so not yet the default (docs/xmc.md, the head-memory section)")
 
 
 @dataclasses.dataclass
