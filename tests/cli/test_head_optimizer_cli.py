@@ -76,6 +76,7 @@ def test_head_rate_rule_and_update_config():
     # bfloat16 without a head optimizer: the run's optimizer as a fused update (stochastic rounding)
     args, chosen = _resolved("--head-dtype", "bfloat16", "--optimizer", "sgd", "--learning-rate", "0.2")
     assert (args.head_optimizer, args.head_learning_rate) == ("sgd", 0.2)
+    assert fused.head_optimizer_config(args)["moment_dtype"] == "bfloat16"  # slots stored as the kernel is
     assert chosen["head_optimizer"].source == "default" and "stochastic rounding" in chosen["head_optimizer"].why
     # the dense head: no head settings; the defaults stored
     args, chosen = _resolved(head="dense")

@@ -129,8 +129,9 @@ def head_optimizer_config(args):
     """The ``FocalHeadModel(head_optimizer=...)`` of ``--head-optimizer``: ``None`` for shared
     (and for a run folder older than the flag), else the :class:`fusedfocal.ops.head_update.HeadUpdate`
     fields and ``learning_rate``: SGD with the command line's momentum, Adam with the run's
-    epsilon, ``--weight-decay`` (Keras' decoupled decay, as the shared optimizer applies it) and
-    ``--seed`` for the stochastic rounding of bfloat16 weights."""
+    epsilon, ``--weight-decay`` (Keras' decoupled decay, as the shared optimizer applies it),
+    ``--seed`` for the stochastic rounding of bfloat16 weights, and with ``--head-dtype bfloat16``
+    bfloat16 slots too."""
     name = getattr(args, "head_optimizer", None) or "shared"
     if name == "shared":
         return None
@@ -141,6 +142,8 @@ def head_optimizer_config(args):
         cfg["momentum"] = SGD_MOMENTUM
     else:
         cfg["epsilon"] = float(getattr(args, "adam_epsilon", None) or 1e-7)
+    if getattr(args, "head_dtype", "float32") == "bfloat16":
+        cfg["moment_dtype"] = "bfloat16"  # the slots stored as the kernel is: a float32 slot would double it
     return cfg
 
 

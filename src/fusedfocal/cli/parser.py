@@ -145,8 +145,9 @@ def _add_train_flags(p):
                         "the kernel-sized gradient (default: shared; with --head-dtype bfloat16, the run's "
                         "--optimizer)")
     m.add_argument("--head-dtype", default=None, choices=["float32", "bfloat16"],
-                   help="fused head: how its kernel and bias are stored (default float32); bfloat16 halves them "
-                        "and needs --head-optimizer sgd or adam (stochastic rounding)")
+                   help="fused head: how its kernel and its optimizer slots are stored (default float32); "
+                        "bfloat16 halves them (the bias stays float32) and needs --head-optimizer sgd or adam "
+                        "(stochastic rounding)")
     m.add_argument("--head-learning-rate", type=_positive_float, default=None, metavar="LR",
                    help="fused head with --head-optimizer sgd or adam: its rate (default: --learning-rate when "
                         "the head's rule is --optimizer, else that rule's default, sgd 0.33, adam 2e-3; the "
