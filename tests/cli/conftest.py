@@ -34,3 +34,13 @@ def trained_run(tiny_data, tmp_path_factory):
                "--gamma", "2", "--profile", "2", *FAST)
     assert code == 0
     return run
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fault_counts(monkeypatch):
+    """``FUSEDFOCAL_FAULT=POINT#K`` counts the hits of this process, so a test that arms a point
+    must not inherit the hits of the tests before it (a fault armed for the first hit never
+    fired when another test had already passed that point)."""
+    from fusedfocal.cli import rundir
+
+    monkeypatch.setattr(rundir, "_FAULT_HITS", {})
