@@ -93,12 +93,12 @@ def build_fused_update(provider, mode, num_labels, hidden, *, weight_dtype="floa
     import keras
     import tensorflow as tf
 
-    from fusedfocal._head_common import Bfloat16BitsInitializer
+    from fusedfocal._head_storage import _STORAGE as storage  # bfloat16 as bit patterns, as FocalHead stores it
+    from fusedfocal._head_storage import Bfloat16BitsInitializer
     from fusedfocal.ops import head_update as hu
 
     rule = provider.split("_", 1)[1]
     update = hu.HeadUpdate(optimizer=rule, moment_dtype=moment_dtype)
-    storage = {"float32": "float32", "bfloat16": "uint16"}  # bfloat16 as bit patterns, as FocalHead stores it
     init = keras.initializers.RandomNormal(0.0, hidden ** -0.5, seed=0)
     if weight_dtype == "bfloat16":
         init = Bfloat16BitsInitializer(init, keras)

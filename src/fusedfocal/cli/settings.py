@@ -258,8 +258,8 @@ def resolve_head(args, head):
     elif args.head_dtype == "bfloat16":
         args.head_optimizer = args.optimizer
         out["head_optimizer"] = Setting(args.optimizer, "default", (
-            f"the run's --optimizer as a fused update: bfloat16 weights need its stochastic rounding (the shared "
-            f"Keras optimizer would round each step to nearest and lose the small ones)"))
+            "the run's --optimizer as a fused update: bfloat16 weights need its stochastic rounding (the shared "
+            "Keras optimizer would round each step to nearest and lose the small ones)"))
     else:
         args.head_optimizer = "shared"
         out["head_optimizer"] = Setting("shared", "default", HEAD_DEFAULT_WHY)

@@ -208,3 +208,15 @@ def check_ids(ids, num_classes, *, lo, xla, what):
             tf.debugging.assert_less(ids, num_classes, message=msg)]
 
 
+def class_params(alpha, class_weights, logit_offsets, num_classes, cdtype):
+    """The per-class arguments checked against ``num_classes`` and in the compute dtype: ``alpha``
+    (None, a float, or a ``[C]`` / scalar tensor), ``class_weights`` and ``logit_offsets``."""
+    alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
+    class_weights = class_vector("class_weights", class_weights, num_classes)
+    logit_offsets = class_vector("logit_offsets", logit_offsets, num_classes)
+    if alpha is not None and not isinstance(alpha, float):
+        alpha = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
+            tf.cast(alpha, cdtype)
+    weights = None if class_weights is None else tf.cast(class_weights, cdtype)
+    offsets = None if logit_offsets is None else tf.cast(logit_offsets, cdtype)
+    return alpha, weights, offsets

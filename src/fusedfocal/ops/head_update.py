@@ -41,7 +41,7 @@ from fusedfocal.ops._head_rows import tf_variable
 from fusedfocal.ops._rounding import stochastic_round
 from fusedfocal.ops._linear_chunks import Elementwise, Head, Spec, could_record, plan, slice_
 from fusedfocal.ops.linear import default_chunk_size
-from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class_param, class_vector,
+from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class_params,
                                            convert_float, convert_labels)
 
 __all__ = ["HeadUpdate", "HeadState", "linear_focal_loss_update", "stochastic_round", "OPTIMIZERS",
@@ -308,18 +308,12 @@ def _prepare(features, state, labels, update, learning_rate, *, gamma, alpha, cl
     cdtype = tf.float32 if features.dtype != tf.float64 else tf.float64
     xla = native.in_xla_context()
     lab, checks = convert_labels(labels, features.shape[0], num_classes, xla=xla)
-    alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
-    if alpha is not None and not isinstance(alpha, float):
-        alpha = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
-            tf.cast(alpha, cdtype)
-    weights = class_vector("class_weights", class_weights, num_classes)
-    offsets = class_vector("logit_offsets", logit_offsets, num_classes)
-    weights = None if weights is None else tf.cast(weights, cdtype)
-    offsets = None if offsets is None else tf.cast(offsets, cdtype)
+    alpha, weights, offsets = class_params(alpha, class_weights, logit_offsets, num_classes, cdtype)
     use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha)
     elem = Elementwise(gamma, alpha, weights, use_native, cdtype)
     chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
-    n_chunks = -(-num_classes // min(chunk, num_classes))
+    _, n_full, tail = plan(num_classes, chunk)
+    n_chunks = n_full + (1 if tail else 0)
     step = tf_variable(state.iterations, "state.iterations")
     ok = tf.reduce_all(tf.math.is_finite(features))
     rule = _Rule(update, state, learning_rate, step.read_value(), n_chunks, ok, xla)

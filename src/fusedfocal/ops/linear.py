@@ -28,7 +28,7 @@ import tensorflow as tf
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import native
 from fusedfocal.ops._linear_chunks import Elementwise, Head, Spec, could_record, loss_loop, plan
-from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class_param, class_vector,
+from fusedfocal.ops._linear_inputs import (check_choice, check_chunk_size, class_params,
                                            convert_float, convert_labels)
 
 __all__ = ["linear_focal_loss", "linear_top_k", "KERNEL_LAYOUTS", "GRAD_MODES", "default_chunk_size"]
@@ -125,7 +125,7 @@ def linear_focal_loss(
     with tf.name_scope(name or "linear_focal_loss"):
         features, kernel, bias, num_classes = _convert_head(features, kernel, bias, kernel_layout)
         cdtype = v.compute_dtype(features.dtype)
-        alpha, weights, offsets = _class_params(alpha, class_weights, logit_offsets, num_classes, cdtype)
+        alpha, weights, offsets = class_params(alpha, class_weights, logit_offsets, num_classes, cdtype)
         xla = native.in_xla_context()
         batch_static = features.shape[0]
         lab, checks = convert_labels(labels, batch_static, num_classes, xla=xla)
@@ -138,20 +138,6 @@ def linear_focal_loss(
         with tf.control_dependencies(checks):
             return _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk, scale,
                                    grad_mode, xla)
-
-
-def _class_params(alpha, class_weights, logit_offsets, num_classes, cdtype):
-    """The per-class arguments checked against ``num_classes`` and in the compute dtype: ``alpha``
-    (None, a float, or a ``[C]`` / scalar tensor), ``class_weights`` and ``logit_offsets``."""
-    alpha = class_param("alpha", alpha, num_classes, lo=0.0, hi=1.0)
-    class_weights = class_vector("class_weights", class_weights, num_classes)
-    logit_offsets = class_vector("logit_offsets", logit_offsets, num_classes)
-    if alpha is not None and not isinstance(alpha, float):
-        alpha = tf.reshape(tf.cast(alpha, cdtype), [-1]) if tf.TensorShape(alpha.shape).rank else \
-            tf.cast(alpha, cdtype)
-    weights = None if class_weights is None else tf.cast(class_weights, cdtype)
-    offsets = None if logit_offsets is None else tf.cast(logit_offsets, cdtype)
-    return alpha, weights, offsets
 
 
 def _convert_head(features, kernel, bias, layout):
