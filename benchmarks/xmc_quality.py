@@ -57,7 +57,8 @@ def load_data(args):
     from fusedfocal.data import synthetic_xmc_splits
 
     (tr_x, tr_y), (te_x, te_y) = synthetic_xmc_splits(seed=0, num_train=args.train, num_test=args.test,
-                                                      num_labels=args.labels, label_ids=True)
+                                                      num_labels=args.labels, label_ids=True,
+                                                      mean_labels=getattr(args, "mean_labels", 5.0))
     vocab = {}
     for t in tr_x:
         for w in t.split():
@@ -308,6 +309,7 @@ def main(argv=None):
     p.add_argument("--labels", type=int, default=131072)
     p.add_argument("--train", type=int, default=20000)
     p.add_argument("--test", type=int, default=5000)
+    p.add_argument("--mean-labels", type=float, default=5.0, help="labels a document (the corpus' mean_labels)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.01)
