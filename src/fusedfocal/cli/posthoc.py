@@ -46,7 +46,7 @@ class LaCorrection:
             if b is not None and tuple(b.shape) == self.logodds.shape:
                 return b
         raise ValueError(f"la's prior correction: no output bias of shape {self.logodds.shape} in model "
-                         f"{model.name!r}; pass --tau to keep the trained correction")
+                         f"{model.name!r}; pass --loss-param tau=T to keep a fixed correction")
 
     def shifted(self, model, t):
         """A context manager: the bias as if ``t`` were the correction, restored after."""

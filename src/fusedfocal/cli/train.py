@@ -205,16 +205,11 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
     # Best-epoch selection and early stopping: scores every epoch on validation, before the checkpoint.
     from fusedfocal.cli import select as sel
 
-    from fusedfocal.cli import fused
+    from fusedfocal.cli import fused, posthoc
 
-    if prep.head == "fused":  # top-k on validation: P@1, P@5, nDCG@5 (never [N, C] scores)
-        val_ids_sel, _ = fused.label_ids(labels, prep.val[1])
-        score_fn = lambda m: fused.validation_scores(m, pipe, prep.val[0], val_ids_sel)  # noqa: E731
-    else:
-        val_y_sel, _ = labels.encode(prep.val[1])
-        score_fn = lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y_sel, models.predict_scores)  # noqa: E731
-    selector = sel.BestEpoch(fused.resolve_select(getattr(args, "select", None), prep.head),
-                             getattr(args, "patience", 3) or 0, score_fn, checkpoints.dir, records, log=log)
+    select = fused.resolve_select(getattr(args, "select", None), prep.head)
+    score_fn, la_corr = posthoc.validation_score_fn(prep, loss_name, loss_params, select, models.predict_scores)
+    selector = sel.BestEpoch(select, getattr(args, "patience", 3) or 0, score_fn, checkpoints.dir, records, log=log)
     selector.set_model(model)
     context = {"loss": loss_label(loss_name, loss_params), "learning_rate": float(args.learning_rate),
                "optimizer": getattr(args, "optimizer", "adam"), "mixed_precision": args.mixed_precision}
@@ -260,6 +255,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         diverged["kept_epoch"] = kept
     else:
         selector.restore_best()  # the weights of the best epoch (already in place if it was the last)
+    la_info = la_corr.fold(model, records, selector.best_epoch, log) if la_corr else None  # before the model is saved
     rundir.fault("before-final")
     # Final files, each written atomically; the checkpoint stays until the last of them is in place,
     # so a kill at any moment here is resumed from it (and rewrites the same files).
@@ -283,6 +279,8 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         scores = (test_scores, test_y)
     if diverged is not None:
         result["diverged"] = diverged
+    if la_info is not None:
+        result["la_correction"] = la_info
     if chief:
         if thresholds is not None:
             report.write_json(run_dir / rundir.THRESHOLDS_FILE, thresholds)
