@@ -3,7 +3,7 @@
 #   bash scripts/dev.sh demo [fusedfocal compare flags]   set up, then run the main job
 #   bash scripts/dev.sh test [pytest args]                set up, then run the tests
 # Set-up: creates .venv at the repository root if missing, installs the
-# dependencies with the dev, plots, profile and docs extras, then the package itself
+# dependencies with the dev, plots, profile, docs and hub extras, then the package itself
 # (editable, no build isolation), whose install compiles the native op against
 # the venv's TensorFlow (build_support/native_build.py). Skipped when nothing
 # it depends on changed since the last install. A failed native build only
@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "[dev.sh] creating .venv with $python_bin"
   "$python_bin" -m venv .venv
 fi
-extras="dev,plots,profile,docs"  # profile: tensorboard + xprof, so the profiler tests run in CI; docs: the strict docs build
+extras="dev,plots,profile,docs,hub"  # profile: tensorboard + xprof, so the profiler tests run in CI; docs: the strict docs build; hub: keras-hub for --encoder
 stamp=.venv/.fusedfocal-install-stamp
 want="$(cat pyproject.toml setup.py build_support/*.py build_support/*.cc kernels/*.* | sha256sum | cut -d' ' -f1) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -f src/fusedfocal/ops/_build_info.json ]; then

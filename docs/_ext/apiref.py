@@ -34,6 +34,7 @@ PUBLIC_MODULES = (
     "fusedfocal.data",
     "fusedfocal.metrics_xmc",
     "fusedfocal.profiling",
+    "fusedfocal.hub",
     "fusedfocal",
 )
 

@@ -59,8 +59,8 @@ import tensorflow as tf
 from fusedfocal.data._config import PipelineConfig
 from fusedfocal.data._labels import LabelVocab, warn_unknown_labels
 from fusedfocal.data._readers import ReadStats, read_records
-from fusedfocal.data._wordpiece import (CLS_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, build_wordpiece_vocab,
-                                        load_vocab, save_vocab)
+from fusedfocal.data._tokenizers import tokenizer_spec, wordpiece_spec, wrap_start_end
+from fusedfocal.data._wordpiece import SPECIAL_TOKENS, build_wordpiece_vocab, load_vocab, save_vocab
 
 __all__ = ["TextPipeline"]
 
@@ -75,8 +75,16 @@ class TextPipeline:
     Args:
       config: A :class:`PipelineConfig`.
       wordpiece_vocab: WordPiece tokens in id order, starting with
-        ``SPECIAL_TOKENS`` (see :func:`build_wordpiece_vocab`, :func:`load_vocab`).
+        ``SPECIAL_TOKENS`` (see :func:`build_wordpiece_vocab`, :func:`load_vocab`);
+        ``None`` with ``tokenizer``.
       label_vocab: The :class:`LabelVocab` of the training data.
+      tokenizer: Instead of ``wordpiece_vocab``: a KerasHub tokenizer (a preset's,
+        ``keras_hub.tokenizers.Tokenizer.from_preset(...)``) or any tensorflow-text
+        tokenizer; documents become ``start ids... end`` padded with its padding id
+        (``config.lower_case`` is the tokenizer's business then). See
+        :func:`fusedfocal.data.tokenizer_spec`.
+      special_ids: With ``tokenizer``: ``{"start_id", "end_id", "pad_id"}`` where the
+        tokenizer has no ``start_token_id``/``end_token_id``/``pad_token_id`` (tensorflow-text).
 
     Attributes:
       unknown_label_counts: ``collections.Counter`` of label names of the last
@@ -86,29 +94,34 @@ class TextPipeline:
       num_examples: Documents in the last dataset built (this shard).
     """
 
-    def __init__(self, config: PipelineConfig, wordpiece_vocab: Sequence[str], label_vocab: LabelVocab):
-        import tensorflow_text as tf_text
-
+    def __init__(self, config: PipelineConfig, wordpiece_vocab: Sequence[str] | None, label_vocab: LabelVocab,
+                 *, tokenizer=None, special_ids: dict | None = None):
         if not isinstance(config, PipelineConfig):
             raise TypeError(f"Expected `config` to be a PipelineConfig. Received: {type(config).__name__}")
-        tokens = list(wordpiece_vocab)
-        if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-            raise ValueError(
-                f"Invalid value for argument `wordpiece_vocab`. Expected it to start with {list(SPECIAL_TOKENS)}. "
-                f"Received: {tokens[: len(SPECIAL_TOKENS)]}")
+        if tokenizer is not None:
+            if wordpiece_vocab is not None:
+                raise ValueError("Expected either `wordpiece_vocab` or `tokenizer`. Received both")
+            spec = tokenizer_spec(tokenizer, **(special_ids or {}))
+            tokens = spec.vocabulary
+        else:
+            tokens = list(wordpiece_vocab if wordpiece_vocab is not None else [])
+            if tuple(tokens[: len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+                raise ValueError(
+                    f"Invalid value for argument `wordpiece_vocab`. Expected it to start with {list(SPECIAL_TOKENS)}. "
+                    f"Received: {tokens[: len(SPECIAL_TOKENS)]}")
+            spec = wordpiece_spec(tokens, config.lower_case)
         if len(label_vocab) == 0:
             raise ValueError("Invalid value for argument `label_vocab`. Expected at least one label. Received: 0")
         self.config = config
-        self.wordpiece_vocab = tokens
+        self.wordpiece_vocab = tokens  # the tokenizer's vocabulary with `tokenizer`
+        self.tokenizer_spec = spec
         self.label_vocab = label_vocab
         self.unknown_label_counts: collections.Counter = collections.Counter()
         self.read_stats: ReadStats | None = None
         self.num_examples: int | None = None
         self._max_labels = 1  # label ids per document in the cached route (set by dataset())
         # Built once, shared by every dataset (Model Garden style).
-        self._tokenizer = tf_text.FastBertTokenizer(
-            vocab=tokens, token_out_type=tf.int32, unknown_token="[UNK]",
-            lower_case_nfd_strip_accents=config.lower_case)
+        self._tokenize_fn, self._pad_id = spec.tokenize, spec.pad_id
         self._label_table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(label_vocab.labels, tf.string), tf.range(len(label_vocab), dtype=tf.int32)),
@@ -136,17 +149,25 @@ class TextPipeline:
         return cls(config, wordpiece, LabelVocab.build(label_lists))
 
     def save_vocabularies(self, directory: str | os.PathLike) -> Path:
-        """Writes ``wordpiece_vocab.txt`` and ``label_vocab.json`` into ``directory``."""
+        """Writes ``wordpiece_vocab.txt`` and ``label_vocab.json`` into ``directory`` (a pipeline
+        built with a ``tokenizer`` writes ``label_vocab.json`` only: save the tokenizer with its
+        preset, e.g. ``tokenizer.save_to_preset(dir)``)."""
         directory = Path(directory)
-        save_vocab(self.wordpiece_vocab, directory / WORDPIECE_FILE)
+        if self.tokenizer_spec.tokenizer is None:
+            save_vocab(self.wordpiece_vocab, directory / WORDPIECE_FILE)
         self.label_vocab.save(directory / LABELS_FILE)
         return directory
 
     @classmethod
-    def from_directory(cls, config: PipelineConfig, directory: str | os.PathLike) -> "TextPipeline":
-        """Loads the vocabularies written by :meth:`save_vocabularies`."""
+    def from_directory(cls, config: PipelineConfig, directory: str | os.PathLike, *, tokenizer=None,
+                       special_ids: dict | None = None) -> "TextPipeline":
+        """Loads the vocabularies written by :meth:`save_vocabularies` (with ``tokenizer``: the
+        label vocabulary only, and that tokenizer)."""
         directory = Path(directory)
-        return cls(config, load_vocab(directory / WORDPIECE_FILE), LabelVocab.load(directory / LABELS_FILE))
+        labels = LabelVocab.load(directory / LABELS_FILE)
+        if tokenizer is not None:
+            return cls(config, None, labels, tokenizer=tokenizer, special_ids=special_ids)
+        return cls(config, load_vocab(directory / WORDPIECE_FILE), labels)
 
     @property
     def num_labels(self) -> int:
@@ -155,11 +176,13 @@ class TextPipeline:
 
     # ----------------------------------------------------------------- stages
     def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
-        """tf.string ``[B]`` -> ragged int32 ``[B, (T)]``, truncated, with [CLS]/[SEP]."""
-        ids = self._tokenizer.tokenize(texts)
+        """tf.string ``[B]`` -> ragged int32 ``[B, (T)]``, truncated, with [CLS]/[SEP] (the tokenizer's
+        start and end ids)."""
+        ids = self._tokenize_fn(texts)
         cfg = self.config
         if cfg.add_special_tokens:
-            ids = _wrap_cls_sep(ids[:, : cfg.max_length - 2])
+            spec = self.tokenizer_spec
+            ids = wrap_start_end(ids[:, : cfg.max_length - 2], spec.start_id, spec.end_id)
         else:
             ids = ids[:, : cfg.max_length]
         return ids
@@ -199,10 +222,10 @@ class TextPipeline:
         return self._encode_labels(labels)
 
     def _pack(self, ids: tf.RaggedTensor) -> tf.Tensor:
-        """Ragged ids -> dense int32 ``[B, T]`` padded with ``PAD_ID``."""
+        """Ragged ids -> dense int32 ``[B, T]`` padded with ``PAD_ID`` (the tokenizer's padding id)."""
         if self.config.fixed_shape:
-            return ids.to_tensor(default_value=PAD_ID, shape=[None, self.config.max_length])
-        return ids.to_tensor(default_value=PAD_ID)
+            return ids.to_tensor(default_value=self._pad_id, shape=[None, self.config.max_length])
+        return ids.to_tensor(default_value=self._pad_id)
 
     def _decode(self, texts: tf.Tensor, labels: tf.RaggedTensor):
         """One batch of raw documents -> ``(features, multi_hot)`` (the uncached route)."""
@@ -220,7 +243,7 @@ class TextPipeline:
     def _decode_chunk(self, texts: tf.Tensor, labels: tf.RaggedTensor):
         """A chunk of raw documents -> ids padded to ``max_length`` plus lengths (the cached route)."""
         ids = self._tokenize(texts)
-        features = {"token_ids": ids.to_tensor(default_value=PAD_ID, shape=[None, self.config.max_length]),
+        features = {"token_ids": ids.to_tensor(default_value=self._pad_id, shape=[None, self.config.max_length]),
                     "length": tf.cast(ids.row_lengths(), tf.int32)}
         if self.config.include_text:
             features["text"] = texts
@@ -250,7 +273,7 @@ class TextPipeline:
         out = []
         for i in range(0, len(texts), batch_size):
             chunk = tf.convert_to_tensor(list(texts[i:i + batch_size]), tf.string)
-            ids = self._tokenizer.tokenize(chunk)
+            ids = self._tokenize_fn(chunk)
             while isinstance(ids, tf.RaggedTensor) and ids.ragged_rank > 1:
                 ids = ids.merge_dims(1, 2)
             out.append(ids.row_lengths().numpy().astype(np.int64) + extra)
@@ -419,22 +442,3 @@ def _checked_documents(texts, label_lists, order):
         texts = [texts[i] for i in order]
         label_lists = [label_lists[i] for i in order]
     return texts, label_lists
-
-
-def _wrap_cls_sep(ids: tf.RaggedTensor) -> tf.RaggedTensor:
-    """``[CLS] ids [SEP]`` per row, built on the flat values.
-
-    Same result as a ragged ``tf.concat`` of three columns, at about 1.6x the
-    throughput of the whole tokenize stage (the ragged concat cost more than
-    the WordPiece tokenizer itself: 58k -> 35k Reuters documents/s).
-    """
-    flat = ids.flat_values
-    lengths = ids.row_lengths()
-    new_lengths = lengths + 2
-    starts = tf.cumsum(new_lengths, exclusive=True)
-    values = tf.fill([tf.reduce_sum(new_lengths)], tf.constant(SEP_ID, flat.dtype))  # the last slot of each row
-    token_pos = tf.range(tf.size(flat, out_type=tf.int64)) + 2 * ids.value_rowids() + 1
-    values = tf.tensor_scatter_nd_update(values, token_pos[:, None], flat)
-    values = tf.tensor_scatter_nd_update(values, starts[:, None], tf.fill(tf.shape(starts), tf.constant(CLS_ID, flat.dtype)))
-    return tf.RaggedTensor.from_row_lengths(values, new_lengths, validate=False)
-
