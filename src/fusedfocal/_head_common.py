@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from fusedfocal import _head_optim, ops
+from fusedfocal._head_shards import ShardedHeadMixin
 from fusedfocal._head_storage import _STORAGE, Bfloat16BitsInitializer, from_storage, to_storage
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import head_update as hu
@@ -351,6 +352,16 @@ HEAD_DOC = """A dense classifier layer fused with the sigmoid focal loss, for hu
         in a ``uint16`` variable, the one storage XLA on the CPU updates in
         place: read it with :meth:`float_weights`, write it with
         :meth:`set_kernel`.
+      label_shards: None (default: one kernel) or ``S`` in ``[1, num_labels]``:
+        the kernel, bias, per-label vectors and head-optimizer slots split
+        into ``S`` contiguous label shards (sizes as equal as possible), each
+        on its own device; per step only ``[B, H]`` features, their gradient,
+        scalars and ``[B, k]`` top-k candidates cross devices. The loss, its
+        gradients and the top-k equal the unsharded head's; weights saved
+        with any ``S`` load with any other (``docs/xmc_sharding.md``).
+      devices: None (the logical GPUs, else CPUs, in turn) or one device
+        name per shard (e.g. remote workers' devices, see
+        :mod:`fusedfocal.distributed`); not stored in the config.
       **kwargs: Layer arguments (``name``, ``dtype``, ...).
 
     Per-label vectors are stored as non-trainable weights (the config holds
@@ -404,7 +415,7 @@ def define_head_classes(layer_base, model_base, lib, total_loss, register, modul
     and scales for ``tf.distribute`` the way that Keras does for ``add_loss``.
     """
     fmt = dict(keras=keras_name, lib=lib.__name__, module=module)
-    head = register(type("FocalHead", (FocalHeadMixin, layer_base), {
+    head = register(type("FocalHead", (ShardedHeadMixin, FocalHeadMixin, layer_base), {
         "__module__": module, "__qualname__": "FocalHead", "__doc__": HEAD_DOC.format(**fmt), "_lib": lib}))
     model = register(type("FocalHeadModel", (HeadModelMixin, model_base), {
         "__module__": module, "__qualname__": "FocalHeadModel", "__doc__": MODEL_DOC.format(**fmt), "_lib": lib,

@@ -56,16 +56,18 @@ class Bfloat16BitsInitializer:
     kernel); this holds the kernel and one chunk. An initializer it does not know runs once on
     the full shape."""
 
-    def __init__(self, initializer, lib, rows=_INIT_ROWS):
+    def __init__(self, initializer, lib, rows=_INIT_ROWS, fan_shape=None, salt=0):
         self.initializer, self.lib, self.rows = initializer, lib, rows
+        self.fan_shape, self.salt = fan_shape, salt  # a label shard: the whole head's shape, the shard index
 
     def __call__(self, shape, dtype=None):
         full = tuple(int(d) for d in shape)
-        sampler = _chunk_sampler(self.initializer, self.lib, full)
+        sampler = _chunk_sampler(self.initializer, self.lib, tuple(self.fan_shape or full))
         if sampler is None:
             return tf.bitcast(tf.cast(self.initializer(full, dtype="float32"), tf.bfloat16), tf.uint16)
         seed = getattr(self.initializer, "seed", None)
         seed = int(seed) if isinstance(seed, (int, np.integer)) else int(np.random.randint(0, 2**31 - 1))
+        seed += self.salt * 1000003
         rows = min(self.rows, full[0])
         n_full, tail = divmod(full[0], rows)
 

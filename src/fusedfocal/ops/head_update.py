@@ -159,8 +159,8 @@ class _Rule:
     chunk and returns it after.
     """
 
-    def __init__(self, update, state, learning_rate, step, n_chunks, ok, xla):
-        self.u, self.xla, self.ok = update, xla, ok
+    def __init__(self, update, state, learning_rate, step, n_chunks, ok, xla, shard_index=0):
+        self.u, self.xla, self.ok, self.shard_index = update, xla, ok, shard_index
         self.rows = {("kernel", 0): _Rows(state.kernel, "kernel", xla)}
         if state.bias is not None:
             self.rows[("kernel", 1)] = _Rows(state.bias, "bias", xla)
@@ -188,7 +188,10 @@ class _Rule:
 
     def _seed(self, salt, i, which):
         counter = self.step * self.n_chunks + tf.cast(i, tf.int64)
-        return tf.stack([tf.constant(self.u.seed * 16 + _SALT[salt] * 2 + which, tf.int64), counter])
+        # a label shard's index salts the seed (whose low 32 bits the hash reads), so that shards
+        # draw different bits for their rows; shard 0 draws the unsharded head's
+        key = (self.u.seed * 16 + _SALT[salt] * 2 + which + self.shard_index * 0x9E3779B1) % (1 << 32)
+        return tf.stack([tf.constant(key, tf.int64), counter])
 
     def _store(self, name, which, start, size, new, old, i):
         rows = self.rows[(name, which)]
@@ -284,7 +287,7 @@ def _run(head, rule, labels, elem, num_classes, chunk, scale, want_dx):
 
 
 def _prepare(features, state, labels, update, learning_rate, *, gamma, alpha, class_weights, logit_offsets,
-             reduction, chunk_size, implementation):
+             reduction, chunk_size, implementation, shard=None):
     """Checks the arguments (ValueError/TypeError naming them) and builds the loop's pieces."""
     if not isinstance(update, HeadUpdate):
         raise TypeError(f"Invalid type for argument `update`. Expected a HeadUpdate. "
@@ -316,13 +319,25 @@ def _prepare(features, state, labels, update, learning_rate, *, gamma, alpha, cl
     n_chunks = n_full + (1 if tail else 0)
     step = tf_variable(state.iterations, "state.iterations")
     ok = tf.reduce_all(tf.math.is_finite(features))
-    rule = _Rule(update, state, learning_rate, step.read_value(), n_chunks, ok, xla)
-    count = tf.cast(tf.shape(features)[0], cdtype) * float(num_classes)
+    index, total = _check_shard(shard, num_classes)
+    rule = _Rule(update, state, learning_rate, step.read_value(), n_chunks, ok, xla, index)
+    count = tf.cast(tf.shape(features)[0], cdtype) * float(total)
     scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else tf.ones([], cdtype)
     want_dx = could_record()
     return types.SimpleNamespace(features=features, rule=rule, step=step, cdtype=cdtype, offsets=offsets,
                                  checks=checks, labels=lab, elem=elem, num_classes=num_classes, chunk=chunk,
                                  scale=scale, want_dx=want_dx)
+
+
+def _check_shard(shard, num_classes):
+    """``(index, total labels)`` of a label shard (``(0, C)`` for a whole head)."""
+    if shard is None:
+        return 0, num_classes
+    ok = isinstance(shard, tuple) and len(shard) == 2 and all(
+        isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in shard)
+    if not ok or shard[0] < 0 or shard[1] < num_classes:
+        raise v.invalid("shard", f"None or (index >= 0, num_labels >= {num_classes}) (the shard's labels)", shard)
+    return int(shard[0]), int(shard[1])
 
 
 @tf.autograph.experimental.do_not_convert
@@ -340,6 +355,7 @@ def linear_focal_loss_update(
     reduction: str = "mean",
     chunk_size: int | None = None,
     implementation: str = "auto",
+    shard: tuple | None = None,
     name: str | None = None,
 ):
     r"""The loss of :func:`fusedfocal.ops.linear_focal_loss`, with the head updated in the same pass.
@@ -361,6 +377,11 @@ def linear_focal_loss_update(
       learning_rate: float or scalar tensor (a schedule evaluated by the caller).
       gamma, alpha, class_weights, logit_offsets, reduction, chunk_size, implementation: as for
         :func:`fusedfocal.ops.linear_focal_loss`.
+      shard: None, or ``(index, num_labels)`` when ``state`` holds one label
+        shard of a head of ``num_labels`` labels (``labels`` then holds the
+        shard-local ids): ``"mean"`` divides by ``B * num_labels``, so the sum
+        of the shards' losses (and their updates) is the whole head's, and
+        ``index`` salts the stochastic rounding seed.
       name: optional name scope.
 
     Returns:
@@ -371,7 +392,7 @@ def linear_focal_loss_update(
     with tf.name_scope(name or "linear_focal_loss_update"):
         p = _prepare(features, state, labels, update, learning_rate, gamma=gamma, alpha=alpha,
                      class_weights=class_weights, logit_offsets=logit_offsets, reduction=reduction,
-                     chunk_size=chunk_size, implementation=implementation)
+                     chunk_size=chunk_size, implementation=implementation, shard=shard)
         rule, step, cdtype = p.rule, p.step, p.cdtype
 
         @tf.custom_gradient

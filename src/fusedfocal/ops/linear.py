@@ -21,6 +21,7 @@ loop-carried buffer); in graph and eager mode the chunks are collected in a
 from __future__ import annotations
 
 import numbers
+import types
 
 import numpy as np
 import tensorflow as tf
@@ -116,28 +117,57 @@ def linear_focal_loss(
       A float32 scalar (float64 for float64 features). Gradients flow to
       ``features``, ``kernel`` and ``bias`` in their own dtypes.
     """
+    grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
+    with tf.name_scope(name or "linear_focal_loss"):
+        p = _prepare(features, kernel, bias, labels, gamma, alpha, class_weights, logit_offsets, reduction,
+                     kernel_layout, chunk_size, implementation, None)
+        with tf.control_dependencies(p.checks):
+            return _differentiable(p.features, p.kernel, p.bias, p.head, p.lab, p.elem, p.num_classes, p.chunk,
+                                   p.scale, grad_mode, p.xla)
+
+
+def _prepare(features, kernel, bias, labels, gamma, alpha, class_weights, logit_offsets, reduction, kernel_layout,
+             chunk_size, implementation, total_labels):
     gamma = v.check_nonnegative_float("gamma", gamma)
     reduction = check_choice("reduction", reduction, _REDUCTIONS)
     kernel_layout = check_choice("kernel_layout", kernel_layout, KERNEL_LAYOUTS)
-    grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
     chunk_size = check_chunk_size(chunk_size)
     implementation = native.check_implementation(implementation)
-    with tf.name_scope(name or "linear_focal_loss"):
-        features, kernel, bias, num_classes = _convert_head(features, kernel, bias, kernel_layout)
-        cdtype = v.compute_dtype(features.dtype)
-        alpha, weights, offsets = class_params(alpha, class_weights, logit_offsets, num_classes, cdtype)
-        xla = native.in_xla_context()
-        batch_static = features.shape[0]
-        lab, checks = convert_labels(labels, batch_static, num_classes, xla=xla)
-        chunk = chunk_size or default_chunk_size(batch_static, num_classes)
-        use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha)
-        elem = Elementwise(gamma, alpha, weights, use_native, cdtype)
-        head = Head(features, kernel, bias, offsets, kernel_layout, cdtype)
-        count = tf.cast(head.batch, cdtype) * float(num_classes)
-        scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else tf.ones([], cdtype)
-        with tf.control_dependencies(checks):
-            return _differentiable(features, kernel, bias, head, lab, elem, num_classes, chunk, scale,
-                                   grad_mode, xla)
+    features, kernel, bias, num_classes = _convert_head(features, kernel, bias, kernel_layout)
+    cdtype = v.compute_dtype(features.dtype)
+    alpha, weights, offsets = class_params(alpha, class_weights, logit_offsets, num_classes, cdtype)
+    xla = native.in_xla_context()
+    batch_static = features.shape[0]
+    lab, checks = convert_labels(labels, batch_static, num_classes, xla=xla)
+    chunk = chunk_size or default_chunk_size(batch_static, num_classes)
+    use_native = native.use_native(implementation, Spec(cdtype, num_classes), alpha)
+    elem = Elementwise(gamma, alpha, weights, use_native, cdtype)
+    head = Head(features, kernel, bias, offsets, kernel_layout, cdtype)
+    count = tf.cast(head.batch, cdtype) * float(total_labels or num_classes)
+    scale = tf.math.divide_no_nan(tf.ones([], cdtype), count) if reduction == "mean" else tf.ones([], cdtype)
+    return types.SimpleNamespace(features=features, kernel=kernel, bias=bias, head=head, lab=lab, elem=elem,
+                                 num_classes=num_classes, chunk=chunk, scale=scale, xla=xla, checks=checks)
+
+
+@tf.autograph.experimental.do_not_convert
+def linear_focal_loss_parts(features, kernel, bias, labels, *, total_labels, want_grads=True, gamma=2.0, alpha=None,
+                            class_weights=None, logit_offsets=None, reduction="mean", kernel_layout="hc",
+                            chunk_size=None, implementation="auto"):
+    """The forward pass of :func:`linear_focal_loss` without its custom gradient, for one label shard
+    of a head of ``total_labels`` labels (``"mean"`` divides by ``B * total_labels``).
+
+    Returns ``(loss, (dfeatures, dkernel, dbias or None))`` (the gradients are None unless
+    ``want_grads``); a label-sharded head places these on the shard's device itself."""
+    p = _prepare(features, kernel, bias, labels, gamma, alpha, class_weights, logit_offsets, reduction,
+                 kernel_layout, chunk_size, implementation, total_labels)
+    with tf.control_dependencies(p.checks):
+        total, grads = loss_loop(p.head, p.lab, p.elem, p.num_classes, p.chunk, p.scale, want_grads=want_grads)
+    loss = tf.cast(total * tf.cast(p.scale, tf.float64), p.head.cdtype)
+    if not want_grads:
+        return loss, (None, None, None)
+    gx, gk, gb = grads
+    gx = tf.cast(gx, p.features.dtype) if gx.dtype != p.features.dtype else gx
+    return loss, (gx, gk, gb if p.bias is not None else None)
 
 
 def _convert_head(features, kernel, bias, layout):
@@ -220,36 +250,45 @@ def linear_top_k(features, kernel, bias, k, *, kernel_layout="hc", chunk_size=No
       first, and their ``[B, k]`` int32 label ids. Ties go to the lower id.
       No ``[B, C]`` tensor is formed.
     """
+    with tf.name_scope(name or "linear_top_k"):
+        best, ids = top_k_logits(features, kernel, bias, k, kernel_layout=kernel_layout, chunk_size=chunk_size)
+        return tf.cast(tf.sigmoid(best), tf.float32), ids
+
+
+@tf.autograph.experimental.do_not_convert
+def top_k_logits(features, kernel, bias, k, *, kernel_layout="hc", chunk_size=None):
+    """:func:`linear_top_k` before the sigmoid: ``(logits [B, k], ids [B, k])``, best first,
+    ties to the lower id. A label-sharded head merges its shards' candidates on these logits (the
+    sigmoid can round distinct logits to one probability, which would change the tie rule)."""
     kernel_layout = check_choice("kernel_layout", kernel_layout, KERNEL_LAYOUTS)
     chunk_size = check_chunk_size(chunk_size)
-    with tf.name_scope(name or "linear_top_k"):
-        features, kernel, bias, num_classes = _convert_head(features, kernel, bias, kernel_layout)
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= num_classes:
-            raise v.invalid("k", f"a Python int in [1, {num_classes}] (the number of labels)", k)
-        k = int(k)
-        cdtype = v.compute_dtype(features.dtype)
-        head = Head(features, kernel, bias, None, kernel_layout, cdtype)
-        chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
-        chunk, n_full, tail = plan(num_classes, chunk)
-        batch = head.batch
+    features, kernel, bias, num_classes = _convert_head(features, kernel, bias, kernel_layout)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= num_classes:
+        raise v.invalid("k", f"a Python int in [1, {num_classes}] (the number of labels)", k)
+    k = int(k)
+    cdtype = v.compute_dtype(features.dtype)
+    head = Head(features, kernel, bias, None, kernel_layout, cdtype)
+    chunk = chunk_size or default_chunk_size(features.shape[0], num_classes)
+    chunk, n_full, tail = plan(num_classes, chunk)
+    batch = head.batch
 
-        def merge(best, best_ids, start, size):
-            z, _ = head.logits(start, size)
-            kk = min(k, size)
-            vals, idx = tf.math.top_k(z, kk)
-            vals = tf.concat([best, vals], axis=1)
-            ids = tf.concat([best_ids, idx + start], axis=1)
-            top, pos = tf.math.top_k(vals, k)  # ties: the earlier column, i.e. the lower id
-            return top, tf.gather(ids, pos, batch_dims=1)
+    def merge(best, best_ids, start, size):
+        z, _ = head.logits(start, size)
+        kk = min(k, size)
+        vals, idx = tf.math.top_k(z, kk)
+        vals = tf.concat([best, vals], axis=1)
+        ids = tf.concat([best_ids, idx + start], axis=1)
+        top, pos = tf.math.top_k(vals, k)  # ties: the earlier column, i.e. the lower id
+        return top, tf.gather(ids, pos, batch_dims=1)
 
-        best0 = tf.fill(tf.stack([batch, k]), tf.constant(-np.inf, cdtype))
-        ids0 = tf.fill(tf.stack([batch, k]), -1)
+    best0 = tf.fill(tf.stack([batch, k]), tf.constant(-np.inf, cdtype))
+    ids0 = tf.fill(tf.stack([batch, k]), -1)
 
-        def body(i, best, ids):
-            best, ids = merge(best, ids, i * chunk, chunk)
-            return i + 1, best, ids
+    def body(i, best, ids):
+        best, ids = merge(best, ids, i * chunk, chunk)
+        return i + 1, best, ids
 
-        _, best, ids = tf.while_loop(lambda i, *_: i < n_full, body, (tf.constant(0), best0, ids0))
-        if tail:
-            best, ids = merge(best, ids, n_full * chunk, tail)
-        return tf.cast(tf.sigmoid(best), tf.float32), ids
+    _, best, ids = tf.while_loop(lambda i, *_: i < n_full, body, (tf.constant(0), best0, ids0))
+    if tail:
+        best, ids = merge(best, ids, n_full * chunk, tail)
+    return best, ids

@@ -1,0 +1,258 @@
+"""The label-sharded FocalHead (issue 27): parity with the unsharded op and head on S = 1, 2, 4
+logical CPU devices, fit, the fused update and bfloat16 options, save/load with re-split, errors.
+
+The module asks for 4 logical CPU devices before TensorFlow starts; in a process where TensorFlow
+started already (the whole suite) the shards share CPU:0, and the placement check is skipped (the
+arithmetic under test is the same; the cross-process test places shards in other processes).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+try:
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                               [tf.config.LogicalDeviceConfiguration()] * 4)
+except RuntimeError:  # TensorFlow is initialised already
+    pass
+
+import fusedfocal.keras as k3  # noqa: E402
+import fusedfocal.legacy as tk  # noqa: E402
+from fusedfocal import _head_shards, ops  # noqa: E402
+
+FLAVOURS = {"keras3": (keras, k3), "tf_keras": (tf_keras, tk)}
+LOGICAL = len(tf.config.list_logical_devices("CPU")) >= 4
+C, H, B = 37, 8, 12  # C is not a multiple of 2 or 4
+
+
+@pytest.fixture(params=sorted(FLAVOURS))
+def flavour(request):
+    return FLAVOURS[request.param]
+
+
+def _close(a, b, rtol):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(1e-30, float(np.abs(b).max())))
+
+
+def _problem(kind, seed=0):
+    rng = np.random.default_rng(seed)
+    x = tf.constant(rng.normal(size=(B, H)).astype("float32"))
+    kernel = rng.normal(size=(C, H)).astype("float32") * 0.5
+    bias = rng.normal(size=(C,)).astype("float32")
+    if kind == "one_shard":  # every label in the first shard of 4 (its labels are [0, 10))
+        ids = [sorted(rng.choice(10, size=int(rng.integers(0, 4)), replace=False).tolist()) for _ in range(B)]
+    else:
+        ids = [sorted(rng.choice(C, size=int(rng.integers(0, 5)), replace=False).tolist()) for _ in range(B)]
+    ids[0], ids[3] = [], []  # empty rows
+    if kind == "padded":
+        y = tf.constant([r + [-1] * (5 - len(r)) for r in ids], tf.int32)
+    elif kind == "dense":
+        y = tf.constant(np.stack([np.isin(np.arange(C), r) for r in ids]).astype("float32"))
+    else:
+        y = tf.ragged.constant(ids, dtype=tf.int64, inner_shape=())
+    vectors = dict(alpha=rng.uniform(0.1, 0.9, C), class_weights=rng.uniform(0.5, 2.0, C),
+                   logit_offsets=rng.normal(size=C) * 0.1)
+    return x, kernel, bias, y, vectors
+
+
+def _head(mod, label_shards, kernel, bias, **kw):
+    head = mod.FocalHead(C, label_shards=label_shards, top_k=6, chunk_size=4, **kw)
+    head.build((None, H))
+    head.set_kernel(kernel)
+    for sh in head.shards:
+        sh.bias.assign(bias[sh.start:sh.start + sh.size])
+    return head
+
+
+def test_shard_bounds_are_contiguous_and_as_equal_as_possible():
+    assert _head_shards.shard_bounds(10, 4) == [(0, 3), (3, 3), (6, 2), (8, 2)]
+    assert _head_shards.shard_bounds(7, 1) == [(0, 7)]
+    assert _head_shards.shard_bounds(4, 4) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+
+
+@pytest.mark.parametrize("kind", ["ragged", "padded", "dense", "one_shard"])
+@pytest.mark.parametrize("shards", [1, 2, 4])
+def test_loss_gradients_and_top_k_equal_the_unsharded_op(shards, kind):
+    x, kernel, bias, y, vectors = _problem(kind)
+    head = _head(k3, shards, kernel, bias, **vectors)
+    if LOGICAL:
+        assert [sh.kernel.value.device[-5:] for sh in head.shards] == [f"CPU:{s}" for s in range(shards)]
+    variables = [v for sh in head.shards for v in (sh.kernel, sh.bias)]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = head.loss(x, y)
+    grads = tape.gradient(loss, [x, *variables])
+    kt, bt = tf.constant(kernel), tf.constant(bias)
+    with tf.GradientTape() as tape:
+        tape.watch([x, kt, bt])
+        want = ops.linear_focal_loss(x, kt, bt, y, kernel_layout="ch", chunk_size=4, **vectors)
+    gx, gk, gb = tape.gradient(want, [x, kt, bt])
+    _close(loss, want, 1e-6)
+    _close(grads[0], gx, 1e-6)
+    for s, sh in enumerate(head.shards):
+        _close(grads[1 + 2 * s], gk[sh.start:sh.start + sh.size], 1e-6)
+        _close(grads[2 + 2 * s], gb[sh.start:sh.start + sh.size], 1e-6)
+    out = head(x)
+    scores, ids = ops.linear_top_k(x, kt, bt, 6, kernel_layout="ch", chunk_size=4)
+    np.testing.assert_array_equal(out["ids"], ids)
+    _close(out["scores"], scores, 1e-6)  # (the shards' matmuls may round a logit's last bit otherwise)
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_top_k_ties_go_to_the_lower_id_across_shards(shards):
+    x, kernel, bias, _, _ = _problem("ragged", seed=1)
+    kernel[36], kernel[20], kernel[2] = kernel[1], kernel[1], kernel[1]  # 1, 2, 20, 36 tie (other shards)
+    bias[[2, 20, 36]] = bias[1]
+    out = _head(k3, shards, kernel, bias)(x)
+    _, ids = ops.linear_top_k(x, tf.constant(kernel), tf.constant(bias), 6, kernel_layout="ch")
+    np.testing.assert_array_equal(out["ids"], ids)
+    row = out["ids"].numpy()[0].tolist()
+    ties = [i for i in row if i in (1, 2, 20, 36)]
+    assert ties == sorted(ties)
+
+
+def _fit_pair(lib, mod, shards, head_optimizer=None, **head_kw):
+    x, kernel, bias, y, vectors = _problem("ragged", seed=2)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(B // 2)
+    models, start = [], None
+    for s in (None, shards):
+        lib.utils.set_random_seed(0)
+        encoder = lib.Sequential([lib.Input((H,)), lib.layers.Dense(H, activation="tanh")])
+        head = mod.FocalHead(C, label_shards=s, top_k=3, chunk_size=8, alpha=vectors["alpha"], **head_kw)
+        model = mod.FocalHeadModel(encoder, head, head_optimizer=head_optimizer)
+        model.compile(optimizer=lib.optimizers.SGD(0.5))
+        model.predict(x[:2], verbose=0)
+        head.set_kernel(kernel)
+        start = start or model.encoder.get_weights()
+        model.encoder.set_weights(start)
+        model.fit(ds, epochs=1, verbose=0)  # 2 steps
+        models.append(model)
+    return models, x
+
+
+@pytest.mark.parametrize("name,shards", [("keras3", 4), ("tf_keras", 2)])
+def test_fit_two_steps_gives_the_unsharded_weights(name, shards):
+    lib, mod = FLAVOURS[name]
+    (plain, sharded), x = _fit_pair(lib, mod, shards)
+    k0, b0 = plain.head.float_weights()
+    k1, b1 = sharded.head.float_weights()
+    assert np.abs(k0.numpy() - np.asarray(plain.head.kernel)).max() == 0  # (read back the same way)
+    _close(k1, k0, 1e-5)
+    _close(b1, b0, 1e-5)
+    for a, b in zip(sharded.encoder.get_weights(), plain.encoder.get_weights()):
+        _close(a, b, 1e-5)
+    np.testing.assert_array_equal(sharded.predict(x, verbose=0)["ids"], plain.predict(x, verbose=0)["ids"])
+
+
+@pytest.mark.parametrize("name,opt,weight_dtype,rtol", [
+    ("keras3", {"optimizer": "adam", "learning_rate": 0.05}, "float32", 1e-5),
+    ("tf_keras", {"optimizer": "sgd", "momentum": 0.9, "learning_rate": 0.5, "moment_dtype": "bfloat16",
+                  "rounding": "nearest"}, "bfloat16", 1e-2),
+])
+def test_fused_update_and_bfloat16_sharded(name, opt, weight_dtype, rtol):
+    lib, mod = FLAVOURS[name]
+    (plain, sharded), _ = _fit_pair(lib, mod, 2, head_optimizer=opt, weight_dtype=weight_dtype)
+    assert int(sharded.head.head_iterations.numpy()) == 2 == int(plain.head.head_iterations.numpy())
+    assert all(int(sh.state.iterations.numpy()) == 2 for sh in sharded.head.shards)
+    k0, b0 = plain.head.float_weights()
+    k1, b1 = sharded.head.float_weights()
+    k0, k1 = np.asarray(k0, np.float32), np.asarray(k1, np.float32)
+    if weight_dtype == "float32":
+        _close(k1, k0, rtol)
+    else:  # round-to-nearest: equal but where a float32 rounding difference crosses a bfloat16 midpoint
+        diff = np.abs(k1 - k0)
+        assert diff.max() <= rtol * np.abs(k0).max() and np.mean(diff > 0) < 0.01, (diff.max(), np.mean(diff > 0))
+    _close(b1, b0, 1e-5)
+    slot = "m" if opt["optimizer"] == "adam" else "momentum"
+    got = np.concatenate([np.asarray(sh.state.slots[slot][1]) for sh in sharded.head.shards])
+    _close(got, np.asarray(plain.head._head_state.slots[slot][1]), 1e-5)
+
+
+def test_stochastic_rounding_seed_is_salted_by_shard():
+    x, kernel, bias, y, _ = _problem("ragged", seed=3)
+    kernel[:] = 0.0  # every row the same, so equal seeds would round the shards' rows alike
+    opt = {"optimizer": "sgd", "learning_rate": 1e-3, "seed": 5}
+    head = k3.FocalHead(C, label_shards=2, weight_dtype="bfloat16", chunk_size=32, head_optimizer=opt)
+    head.build((None, H))
+    head.set_kernel(kernel)
+    head.loss_and_update(x, tf.ragged.constant([[]] * B, dtype=tf.int64))  # the same gradient in every row
+    k, _ = head.float_weights()
+    k = np.asarray(k, np.float32)
+    assert not np.array_equal(k[:18], k[19:37]), "both shards drew the same rounding bits"
+
+
+def _adam_model(lib, mod, shards, x):
+    opt = {"optimizer": "adam", "learning_rate": 0.05}
+    lib.utils.set_random_seed(1)
+    encoder = lib.Sequential([lib.Input((H,)), lib.layers.Dense(H, activation="tanh")])
+    head = mod.FocalHead(C, label_shards=shards, top_k=3, chunk_size=8, alpha=np.full(C, 0.5),
+                         class_weights=np.linspace(0.5, 2.0, C))
+    model = mod.FocalHeadModel(encoder, head, head_optimizer=opt)
+    model.compile(optimizer=lib.optimizers.SGD(0.5))
+    model.predict(x[:2], verbose=0)
+    return model, head
+
+
+def _slot(head):
+    if head.label_shards is None:
+        return np.asarray(head._head_state.slots["m"][0])
+    return np.concatenate([np.asarray(sh.state.slots["m"][0]) for sh in head.shards])
+
+
+def test_save_and_load_re_split(flavour, tmp_path):
+    lib, mod = flavour
+    x, kernel, bias, y, _ = _problem("ragged", seed=2)
+    model, head = _adam_model(lib, mod, 2, x)
+    for _ in range(2):  # two fused Adam steps: slots and step counts that are not their initial values
+        head.loss_and_update(x, y)
+    path = str(tmp_path / "s2.weights.h5")
+    model.save_weights(path)
+    want_k, want_b = head.float_weights()
+    want_ids, want_m = model.predict(x, verbose=0)["ids"], _slot(head)
+    assert np.abs(want_m).max() > 0
+    for shards in (None, 1, 4):
+        model, head = _adam_model(lib, mod, shards, x)
+        model.load_weights(path)
+        k, b = head.float_weights()
+        np.testing.assert_array_equal(k, want_k)
+        np.testing.assert_array_equal(b, want_b)
+        np.testing.assert_array_equal(_slot(head), want_m)
+        assert int(head.head_iterations.numpy()) == 2
+        np.testing.assert_array_equal(model.predict(x, verbose=0)["ids"], want_ids)
+        if shards is None:  # and back: the unsharded (Keras-numbered) file into 3 shards
+            path1 = str(tmp_path / "s1.weights.h5")
+            model.save_weights(path1)
+    model, head = _adam_model(lib, mod, 3, x)
+    model.load_weights(path1)
+    np.testing.assert_array_equal(head.float_weights()[0], want_k)
+    np.testing.assert_array_equal(_slot(head), want_m)
+
+
+def test_bad_arguments_name_themselves(flavour, tmp_path):
+    lib, mod = flavour
+    for bad in (0, C + 1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match=r"argument `label_shards`.*Received: label_shards="):
+            mod.FocalHead(C, label_shards=bad)
+    with pytest.raises(ValueError, match=r"argument `devices`.*one per shard"):
+        mod.FocalHead(C, label_shards=2, devices=["/cpu:0"])
+    with pytest.raises(ValueError, match=r"argument `devices`"):
+        mod.FocalHead(C, devices=["/cpu:0"])
+    x, kernel, bias, y, _ = _problem("padded")
+    head = _head(mod, 2, kernel, bias)
+    with pytest.raises(ValueError, match=r"argument `labels`.*out of range"):
+        head.loss(x, tf.constant([[C]] * B))
+    model = mod.FocalHeadModel(lib.Sequential([lib.Input((H,)), lib.layers.Dense(H)]), head)
+    model.predict(np.zeros((1, H), "float32"), verbose=0)
+    path = str(tmp_path / "h.weights.h5")
+    model.save_weights(path)
+    other = mod.FocalHeadModel(lib.Sequential([lib.Input((H,)), lib.layers.Dense(H)]),
+                               mod.FocalHead(C + 1, label_shards=2))
+    other.predict(np.zeros((1, H), "float32"), verbose=0)
+    with pytest.raises(ValueError, match=rf"argument `num_labels`.*\({C}\).*num_labels={C + 1}"):
+        other.load_weights(path)
+    assert mod.FocalHead.from_config(head.get_config()).label_shards == 2
