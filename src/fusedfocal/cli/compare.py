@@ -95,7 +95,9 @@ def cmd_compare(args):
         preps[seed] = prepare(args_s, wordpiece=first.pipeline.wordpiece_vocab if first else None,
                               warn_truncation=first is None)
         if first is None:  # the settings chosen from the data hold for every seed
-            for name in settings.RESOLVED + settings.HEAD_SETTINGS:
+            from fusedfocal.cli.encoder import SETTINGS as encoder_settings
+
+            for name in settings.RESOLVED + settings.HEAD_SETTINGS + encoder_settings:  # --encoder's too
                 setattr(args, name, getattr(args_s, name))
     prep = preps[seeds[0]]
     if args.resume and not set(prep.settings) - set(settings.HEAD_SETTINGS):

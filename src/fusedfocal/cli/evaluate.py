@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fusedfocal.cli import rundir
+from fusedfocal.cli.encoder import check_run_encoder
 from fusedfocal.cli.errors import CLIError
 
 
@@ -19,6 +20,7 @@ def cmd_evaluate(args):
     from fusedfocal.cli.prepare import read_labelled
 
     model, pipe, thresholds, cfg = rundir.load_run(args.run_dir)
+    check_run_encoder(getattr(args, "encoder", None), cfg, args.run_dir)
     stored = cfg["args"]
     for key in ("text_field", "labels_field", "label_separator", "split_string_labels"):
         if getattr(args, key) is None:
@@ -124,6 +126,7 @@ def cmd_predict(args):
     from fusedfocal.cli.models import predict_scores
 
     model, pipe, thresholds, cfg = rundir.load_run(args.run_dir)
+    check_run_encoder(getattr(args, "encoder", None), cfg, args.run_dir)
     texts = list(args.texts)
     for i, text in enumerate(texts, 1):
         if not text.strip():

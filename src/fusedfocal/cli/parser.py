@@ -83,6 +83,25 @@ def _val_size(text):
     return v if v < 1 else int(v)
 
 
+class _Given(argparse.Action):
+    """Stores the value and marks the flag as given (``args.<dest>_given``): a default that a rule may
+    replace (``--mixed-precision`` with ``--encoder``) differs from the same value given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_given", True)
+
+
+def _add_encoder_flag(p, training=True):
+    p.add_argument("--encoder", default=None, metavar="PRESET_OR_PATH", help=(
+        "fine-tune a pretrained KerasHub backbone: a preset name (bert_base_en_uncased, downloaded by KerasHub "
+        "where there is a network), a kaggle:// or hf:// handle, or a local preset directory; its tokenizer "
+        "replaces the WordPiece learning, its pooled ([CLS]) features feed the head (needs pip install "
+        "fusedfocal[hub])" if training else
+        "the run's --encoder (optional; checked against config.json: the encoder and its tokenizer are read "
+        "from RUN_DIR/encoder/, without a network)"))
+
+
 def _add_data_flags(p, *, training=True):
     p.add_argument("--data", nargs="+", metavar="FILE",
                    help="training file(s) or globs: JSON Lines, CSV, TSV or TFRecord, optionally .gz "
@@ -184,8 +203,13 @@ def _add_train_flags(p):
                    help="documents held out from the training data to tune thresholds: a fraction or a "
                         "count (default: 1000 when there are >= 5000 training documents, as Huang et al. "
                         "did on Reuters, else 10%%)")
-    m.add_argument("--mixed-precision", default="off", choices=["off", "float16", "bfloat16"],
-                   help="Keras mixed-precision policy (logits and loss stay float32)")
+    m.add_argument("--mixed-precision", default="off", choices=["off", "float16", "bfloat16"], action=_Given,
+                   help="Keras mixed-precision policy (logits and loss stay float32; default off; with --encoder: "
+                        "bfloat16 on a GPU of compute capability >= 8.0, float16 on >= 7.0, else off)")
+    _add_encoder_flag(m)
+    m.add_argument("--warmup", type=_fraction, default=None, metavar="FRACTION",
+                   help="--encoder: the share of the optimizer steps over which the learning rate rises "
+                        "linearly from 0, before its cosine decay to 0 (default 0.1, BERT's)")
     m.add_argument("--jit-compile", default="auto", choices=["auto", "on", "off"],
                    help="XLA-compile the train step (auto: on with a GPU, off on CPU, where it is slower)")
     m.add_argument("--seed", type=_nonnegative_int, default=0,
@@ -274,6 +298,7 @@ def build_parser():
     e.add_argument("--groups", type=_groups, default=None, metavar="auto|huang|HEAD_MIN,TAIL_MAX",
                    help="label groups (default: the run's)")
     e.add_argument("--output", metavar="JSON", help="write the metrics here (default RUN_DIR/evaluation.json)")
+    _add_encoder_flag(e, training=False)
 
     p = sub.add_parser("predict", help="predict labels of texts with a trained run",
                        description="Print labels with scores above the run's per-label thresholds "
@@ -287,6 +312,7 @@ def build_parser():
     p.add_argument("--top-k", type=_positive_int, help="print the K best labels whatever their score (a fused run: "
                                                        "default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
+    _add_encoder_flag(p, training=False)
     from fusedfocal.cli import profile_cmd
 
     pr = profile_cmd.add_parser(sub)

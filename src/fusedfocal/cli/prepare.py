@@ -87,6 +87,7 @@ class Prepared:
     head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.fused.resolve_head of --head)
     truncation: dict = dataclasses.field(default_factory=dict)  # see truncation_report
     settings: dict = dataclasses.field(default_factory=dict)  # {name: settings.Setting}, see settings.resolve
+    encoder: str | None = None  # --encoder: where the build loads the preset from (cli/encoder.py)
 
     def fit_ids(self):
         """The fit split's token ids ``int32 [N, max_length]`` (numpy), tokenized once for every
@@ -154,8 +155,13 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
     from fusedfocal.cli import settings as st
 
     chosen = {}
+    tokenizer, source = None, None
+    if getattr(args, "encoder", None):  # the preset's tokenizer replaces the WordPiece learning
+        from fusedfocal.cli import encoder
+
+        tokenizer, source, positions = encoder.open_tokenizer(args, run_dir)
     if run_dir is not None and (Path(run_dir) / rundir.LABEL_VOCAB_FILE).exists():
-        pipeline = data.TextPipeline.from_directory(_config(args, head), run_dir)
+        pipeline = data.TextPipeline.from_directory(_config(args, head), run_dir, tokenizer=tokenizer)
         if pipeline.label_vocab.labels != label_vocab.labels:
             stored = pipeline.label_vocab.labels
             missing = sorted(set(stored) - set(label_vocab.labels))
@@ -166,13 +172,19 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
                 f"labels (missing: {missing[:8]}, new: {new[:8]}, or a different frequency order)"))
     else:
         unresolved = any(getattr(args, k, None) is None for k in st.RESOLVED)
-        chosen = st.resolve_vocab(args) if unresolved else {}
-        if wordpiece is None:
+        chosen = st.resolve_vocab(args) if unresolved and tokenizer is None else {}
+        if tokenizer is not None:
+            if unresolved:
+                probe = data.TextPipeline(data.PipelineConfig(max_length=positions), None, label_vocab,
+                                          tokenizer=tokenizer)
+                chosen = encoder.resolve(args, probe.token_lengths(texts), vocab_tokens=len(probe.wordpiece_vocab),
+                                         documents=len(texts), val_docs=len(val[0]), positions=positions)
+        elif wordpiece is None:
             t0 = time.time()
             wordpiece = data.build_wordpiece_vocab(texts, args.vocab_size, seed=0)
             log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(texts)} training documents "
                 f"in {time.time() - t0:.1f}s")
-        if unresolved:  # the token lengths of every training document fix the rest
+        if unresolved and tokenizer is None:  # the token lengths of every training document fix the rest
             probe = data.TextPipeline(data.PipelineConfig(max_length=st.MAX_LENGTH, vocab_size=args.vocab_size),
                                       wordpiece, label_vocab)
             chosen = st.resolve(args, probe.token_lengths(texts), documents=len(texts),
@@ -188,7 +200,8 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
         if (unresolved or (head_unresolved and head_chosen)) and not quiet_settings:
             for line in st.block(chosen):
                 log(line)
-        pipeline = data.TextPipeline(_config(args, head), wordpiece, label_vocab)
+        pipeline = data.TextPipeline(_config(args, head), None if tokenizer else wordpiece, label_vocab,
+                                     tokenizer=tokenizer)
     # Documents per label in the fit split, from label ids (a multi-hot [N, C] would not fit for XMC).
     index = pipeline.label_vocab.index
     fit_ids = [index[n] for names in fit[1] for n in set(names) if n in index]
@@ -206,7 +219,7 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
     truncation = truncation_report(pipeline, fit[0], args.max_length, warn=warn_truncation and not length_chosen)
     return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
                     fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head,
-                    truncation=truncation, settings=chosen)
+                    truncation=truncation, settings=chosen, encoder=source)
 
 
 def truncation_report(pipeline, texts, max_length, warn=True):

@@ -328,6 +328,7 @@ def guard(path, markers, *, resume, overwrite, flag="--out", finished=None):
 # ----------------------------------------------------------------------------- config, resume, loading
 def stored_args(args):
     out = {k: getattr(args, k, None) for k in _STORED}
+    out.update({k: getattr(args, k) for k in ("encoder", "warmup") if getattr(args, k, None) is not None})
     out["groups"] = list(out["groups"]) if isinstance(out["groups"], (list, tuple)) else out["groups"]
     return out
 
@@ -397,13 +398,15 @@ def load_run(run_dir):
     """``(model, pipeline, thresholds, config)`` of a finished run; CLI errors if it is incomplete.
     A fused-head run (``config["head"] == "fused"``) has no thresholds: ``thresholds`` is ``None``."""
     run_dir = Path(run_dir)
-    fused = False
+    fused, hub = False, False
     if (run_dir / CONFIG_FILE).exists():
         try:
-            fused = json.loads((run_dir / CONFIG_FILE).read_text()).get("head") == "fused"
+            cfg = json.loads((run_dir / CONFIG_FILE).read_text())
+            fused, hub = cfg.get("head") == "fused", bool((cfg.get("args") or {}).get("encoder"))
         except ValueError:
             fused = False
-    needed = (CONFIG_FILE, MODEL_FILE, LABEL_VOCAB_FILE, WORDPIECE_FILE) + (() if fused else (THRESHOLDS_FILE,))
+    needed = ((CONFIG_FILE, MODEL_FILE, LABEL_VOCAB_FILE) + (() if hub else (WORDPIECE_FILE,))
+              + (() if fused else (THRESHOLDS_FILE,)))
     missing = [f for f in needed if not (run_dir / f).exists()]
     if missing:
         raise CLIError("RUN_DIR", f"expected a finished run folder (written by fusedfocal train); received "
@@ -416,7 +419,8 @@ def load_run(run_dir):
 
     cfg = json.loads((run_dir / CONFIG_FILE).read_text())
     pcfg = data.PipelineConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg["pipeline"].items()})
-    pipeline = data.TextPipeline.from_directory(pcfg, run_dir)
+    # --encoder: the tokenizer from RUN_DIR/encoder/ (and KerasHub's classes, which model.keras names)
+    pipeline = data.TextPipeline.from_directory(pcfg, run_dir, tokenizer=_encoder_tokenizer(run_dir, cfg) if hub else None)
     model = keras.saving.load_model(run_dir / MODEL_FILE, compile=False)
     if fused:
         if model.head.num_labels != len(pipeline.label_vocab):
@@ -441,6 +445,17 @@ def load_run(run_dir):
                                   f"(model outputs); received {len(pipeline.label_vocab)} in label_vocab.json and "
                                   f"{len(thresholds['per_class_vector'])} thresholds")
     return model, pipeline, thresholds, cfg
+
+
+def _encoder_tokenizer(run_dir, cfg):
+    """The tokenizer of an ``--encoder`` run, from ``RUN_DIR/encoder/`` (without a network)."""
+    from fusedfocal import hub
+
+    try:
+        return hub.load_tokenizer(Path(run_dir) / "encoder")
+    except (ImportError, ValueError) as e:
+        raise CLIError("RUN_DIR", f"expected a run folder whose --encoder {cfg['args']['encoder']} can be read from "
+                                  f"{Path(run_dir) / 'encoder'} (pip install fusedfocal[hub] for KerasHub); received: {e}")
 
 
 def finished_result(run_dir, prep):

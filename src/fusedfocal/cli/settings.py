@@ -290,7 +290,7 @@ def block(settings, *, stored=False):
             "in config.json):")
     rows = []
     for k, s in settings.items():
-        flag = f"{FLAGS[k]} {_fmt(s.value)}"
+        flag = f"{FLAGS.get(k, '--' + k.replace('_', '-'))} {_fmt(s.value)}"  # --encoder's own too
         if rows and tuple(rows[-1][1:]) == (s.source, s.why):
             rows[-1][0] += " " + flag
         else:

@@ -35,12 +35,11 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
     it returns NaN at that batch; the callback class that arms it is appended to ``fault_callbacks``."""
     import os
 
-    import keras
+    from fusedfocal.cli import encoder, models
 
-    from fusedfocal.cli import stops
-
-    from fusedfocal.cli import models
-
+    if getattr(args, "encoder", None):  # a KerasHub backbone, fine-tuned with either head (cli/encoder.py)
+        with strategy.scope():
+            return encoder.build_model(args, prep, loss_name, loss_params, use_jit(args))
     if prep.head == "fused":  # the encoder + FocalHead; its loss is the head's (no fault loss to wrap)
         from fusedfocal.cli import fused
 
@@ -125,6 +124,9 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         shutil.rmtree(work_dir / rundir.LOGS_DIR, ignore_errors=True)
 
     fault_callbacks = []
+    from fusedfocal.cli import encoder
+
+    encoder.into_run(args, prep, run_dir, chief=chief, resume=resume)  # --encoder: the preset into RUN_DIR/encoder/
     model = build(args, prep, loss_name, loss_params, strategy, fault_callbacks)
 
     fit_texts, fit_labels = prep.fit
