@@ -20,7 +20,8 @@ import tensorflow as tf
 import wheeltools
 from wheeltools import release
 
-pytestmark = pytest.mark.slow
+# one worker under pytest-xdist (--dist loadgroup): the session fixtures build the native wheel once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("install")]
 
 
 @pytest.fixture(scope="module")

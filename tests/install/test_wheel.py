@@ -27,7 +27,8 @@ from wheeltools import install as _install
 from wheeltools import probe as _probe
 from wheeltools import run_in as _run_in
 
-pytestmark = pytest.mark.slow
+# one worker under pytest-xdist (--dist loadgroup): the session fixtures build the native wheel once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("install")]
 
 
 def _wheel(src: Path, dist: Path, env) -> tuple[Path, str, float]:
