@@ -35,6 +35,7 @@ PUBLIC_MODULES = (
     "fusedfocal.metrics_xmc",
     "fusedfocal.profiling",
     "fusedfocal.hub",
+    "fusedfocal.distributed",
     "fusedfocal",
 )
 

@@ -141,6 +141,21 @@ def _vector_initializer(value, start, size):
     return init
 
 
+def _add(layer, device, **kwargs):
+    """``layer.add_weight`` on ``device``. Keras 3 defers a variable's creation when the layer is
+    built inside a symbolic call (``fit``/``predict`` building the model), out of this
+    ``tf.device`` scope: the deferred creation is put back on ``device``."""
+    var = layer.add_weight(**kwargs)
+    if getattr(var, "_value", "") is None and callable(getattr(var, "_initialize", None)):
+        initialize = var._initialize
+
+        def on_device(value):
+            with tf.device(device):
+                return initialize(value)
+        var._initialize = on_device
+    return var
+
+
 def build_shards(layer, hidden):
     """Creates each shard's variables on its device; returns the list of shard namespaces."""
     full = (layer.num_labels, hidden)
@@ -151,16 +166,16 @@ def build_shards(layer, hidden):
     for s, (start, size) in enumerate(shard_bounds(layer.num_labels, layer.label_shards)):
         sh = types.SimpleNamespace(index=s, start=start, size=size, device=devices[s], vectors={}, state=None)
         with tf.device(sh.device):
-            sh.kernel = layer.add_weight(name=f"kernel_shard{s}", shape=(size, hidden), trainable=trainable,
+            sh.kernel = _add(layer, sh.device, name=f"kernel_shard{s}", shape=(size, hidden), trainable=trainable,
                                          initializer=_kernel_initializer(layer, full, s),
                                          dtype=_STORAGE[layer.weight_dtype])
-            sh.bias = (layer.add_weight(name=f"bias_shard{s}", shape=(size,), initializer=layer.bias_initializer,
+            sh.bias = (_add(layer, sh.device, name=f"bias_shard{s}", shape=(size,), initializer=layer.bias_initializer,
                                         trainable=trainable) if layer.use_bias else None)
             if opt is not None:
                 sh.state = _build_state(layer, sh, hidden, opt.update)
             for name, value in layer._vectors.items():
                 if isinstance(value, (np.ndarray, str)):  # a vector, or "per_class"
-                    sh.vectors[name] = layer.add_weight(name=f"{name}_shard{s}", shape=(size,), trainable=False,
+                    sh.vectors[name] = _add(layer, sh.device, name=f"{name}_shard{s}", shape=(size,), trainable=False,
                                                         initializer=_vector_initializer(value, start, size))
         shards.append(sh)
     return shards
@@ -169,12 +184,12 @@ def build_shards(layer, hidden):
 def _build_state(layer, sh, hidden, update):
     slots = {}
     for name in update.slot_names:
-        k = layer.add_weight(name=f"kernel_{name}_shard{sh.index}", shape=(sh.size, hidden), initializer="zeros",
+        k = _add(layer, sh.device, name=f"kernel_{name}_shard{sh.index}", shape=(sh.size, hidden), initializer="zeros",
                              trainable=False, dtype=_STORAGE[update.moment_dtype])
-        b = (layer.add_weight(name=f"bias_{name}_shard{sh.index}", shape=(sh.size,), initializer="zeros",
+        b = (_add(layer, sh.device, name=f"bias_{name}_shard{sh.index}", shape=(sh.size,), initializer="zeros",
                               trainable=False, dtype="float32") if layer.use_bias else None)
         slots[name] = (k, b)
-    it = layer.add_weight(name=f"head_iterations_shard{sh.index}", shape=(), initializer="zeros",
+    it = _add(layer, sh.device, name=f"head_iterations_shard{sh.index}", shape=(), initializer="zeros",
                           trainable=False, dtype="int64")
     return hu.HeadState(kernel=sh.kernel, bias=sh.bias, slots=slots, iterations=it)
 
