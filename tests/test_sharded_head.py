@@ -259,3 +259,18 @@ def test_bad_arguments_name_themselves(flavour, tmp_path):
     with pytest.raises(ValueError, match=rf"argument `num_labels`.*\({C}\).*num_labels={C + 1}"):
         other.load_weights(path)
     assert mod.FocalHead.from_config(head.get_config()).label_shards == 2
+    if LOGICAL:  # XLA compiles for one device: refused, naming jit_compile
+        with pytest.raises(ValueError, match=r"argument `jit_compile`"):
+            tf.function(head.loss, jit_compile=True)(x, y)
+
+
+def test_initial_kernel_is_the_same_for_every_shard_count():
+    kernels = []
+    for shards in (1, 2, 4):
+        head = k3.FocalHead(C, label_shards=shards, kernel_initializer=keras.initializers.GlorotUniform(seed=3))
+        head.build((None, H))
+        kernels.append(head.float_weights()[0].numpy())
+    np.testing.assert_array_equal(kernels[1], kernels[0])
+    np.testing.assert_array_equal(kernels[2], kernels[0])
+    limit = np.sqrt(6.0 / (C + H))  # Glorot's fans from the whole [C, H], not a shard's
+    assert np.abs(kernels[0]).max() <= limit and np.abs(kernels[0]).max() > 0.9 * limit

@@ -115,9 +115,14 @@ def check_label_range(labels, num_labels):
             tf.debugging.assert_less(ids, tf.cast(num_labels, ids.dtype), message=msg)]
 
 
-def _kernel_initializer(layer, full_shape, index):
+_INIT_BLOCK = 1 << 14  # rows drawn per seed when a float32 shard is initialised
+
+
+def _kernel_initializer(layer, full_shape, start, index):
     """The shard's rows drawn with the whole head's distribution (a variance-scaling initializer's
-    fans from ``[C, H]``, not from the shard's shape), from a shard-salted seed."""
+    fans from ``[C, H]``, not from the shard's shape). float32: from seeds of fixed blocks of
+    global rows, so that the initial kernel is the same for every ``label_shards`` (not the
+    unsharded head's, which Keras draws at once); bfloat16: from a shard-salted seed."""
     init, lib = layer.kernel_initializer, layer._lib
     if layer.weight_dtype != "float32":
         return Bfloat16BitsInitializer(init, lib, fan_shape=full_shape, salt=index)
@@ -128,7 +133,10 @@ def _kernel_initializer(layer, full_shape, index):
     seed = int(seed) if isinstance(seed, (int, np.integer)) else int(np.random.randint(0, 2**31 - 1))
 
     def draw(shape, dtype=None):
-        return tf.cast(sampler(tf.constant([seed, index], tf.int64), int(shape[0])), dtype or "float32")
+        size = int(shape[0])
+        first, last = start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK
+        rows = tf.concat([sampler(tf.constant([seed, b], tf.int64), _INIT_BLOCK) for b in range(first, last + 1)], 0)
+        return tf.cast(rows[start - first * _INIT_BLOCK:start - first * _INIT_BLOCK + size], dtype or "float32")
     return draw
 
 
@@ -167,7 +175,7 @@ def build_shards(layer, hidden):
         sh = types.SimpleNamespace(index=s, start=start, size=size, device=devices[s], vectors={}, state=None)
         with tf.device(sh.device):
             sh.kernel = _add(layer, sh.device, name=f"kernel_shard{s}", shape=(size, hidden), trainable=trainable,
-                                         initializer=_kernel_initializer(layer, full, s),
+                                         initializer=_kernel_initializer(layer, full, start, s),
                                          dtype=_STORAGE[layer.weight_dtype])
             sh.bias = (_add(layer, sh.device, name=f"bias_shard{s}", shape=(size,), initializer=layer.bias_initializer,
                                         trainable=trainable) if layer.use_bias else None)
@@ -239,8 +247,18 @@ def _placed_loss(layer, sh, features, labels):
     return inner(features, kernel) if bias is None else inner(features, kernel, bias)
 
 
+def _check_not_xla(layer):
+    from fusedfocal.ops import native
+
+    if native.in_xla_context() and len({sh.device for sh in layer._shards}) > 1:
+        raise ValueError("Invalid value for argument `jit_compile`. Expected False with a FocalHead whose label "
+                         "shards are on several devices (XLA compiles a step for one device). Received: "
+                         f"jit_compile=True with devices {sorted({sh.device for sh in layer._shards})}")
+
+
 def sharded_loss(layer, features, labels):
     """The head's loss, shard by shard on their devices; the sum of the shards' losses."""
+    _check_not_xla(layer)
     checks = check_label_range(labels, layer.num_labels)
     with tf.control_dependencies(checks):
         return tf.add_n([_placed_loss(layer, sh, features, labels) for sh in layer._shards])
@@ -248,6 +266,7 @@ def sharded_loss(layer, features, labels):
 
 def sharded_loss_and_update(layer, features, labels):
     """The fused update on every shard (global mean scale, shard-salted seed); the summed loss."""
+    _check_not_xla(layer)
     checks = check_label_range(labels, layer.num_labels)
     lr = layer.head_optimizer.current_learning_rate(layer._shards[0].state.iterations)
     losses = []
@@ -360,6 +379,14 @@ class ShardedHeadMixin:
         values = tf.convert_to_tensor(values)
         for sh in self._shards:
             sh.kernel.assign(to_storage(values[sh.start:sh.start + sh.size], sh.kernel.dtype))
+
+    def set_bias(self, values):
+        """Assigns float ``values`` ``[C]`` to the bias (sharded: each shard its labels')."""
+        values = tf.convert_to_tensor(values, tf.float32)
+        if self.label_shards is None:
+            return self.bias.assign(tf.cast(values, self.bias.dtype))
+        for sh in self._shards:
+            sh.bias.assign(values[sh.start:sh.start + sh.size])
 
     def layout(self):
         """How the head is laid out: ``[(device, start, size), ...]`` per shard (unsharded: one)."""

@@ -47,7 +47,7 @@ from fusedfocal.cli.errors import CLIError
 __all__ = ["HEADS", "FUSED_ABOVE", "LOSSES", "DEFAULT_LOSSES", "K", "KS", "HEAD_OPTIMIZERS", "HEAD_DTYPES",
            "SGD_MOMENTUM", "resolve_head", "check_loss", "check_head_flags", "check_resumed_head",
            "head_optimizer_config", "resolve_select", "head_kwargs", "build_model", "predict_top_k", "label_ids",
-           "top_k_metrics", "validation_scores", "run_result"]
+           "top_k_metrics", "validation_scores", "run_result", "label_shard_devices", "layout_lines"]
 
 HEADS = ("auto", "dense", "fused")
 FUSED_ABOVE = 4096
@@ -86,6 +86,7 @@ def check_head_flags(args, head, *, replicas=1, why_dense=""):
     chosen (``--head auto`` on this data)."""
     opt, dtype = getattr(args, "head_optimizer", None), getattr(args, "head_dtype", None)
     rate = getattr(args, "head_learning_rate", None)
+    _check_label_shards(args, head, replicas, why_dense)
     if head == "dense":
         dense = why_dense or "--head dense"
         for flag, value, default in (("--head-optimizer", opt, "shared"), ("--head-dtype", dtype, "float32")):
@@ -111,6 +112,50 @@ def check_head_flags(args, head, *, replicas=1, why_dense=""):
         raise CLIError("--head-optimizer", f"expected shared (or no --head-optimizer) with {replicas} replicas "
                                            f"(--strategy {getattr(args, 'strategy', '?')}): a fused update changes "
                                            f"each replica's copy of the head on its own; received {opt}")
+
+
+def _check_label_shards(args, head, replicas, why_dense):
+    shards = getattr(args, "label_shards", None)
+    if shards is None:
+        return
+    if head == "dense":
+        raise CLIError("--label-shards", f"expected no --label-shards with the dense head (it splits the fused head's "
+                                         f"kernel: --head fused); received {shards} with {why_dense or '--head dense'}")
+    if replicas > 1:
+        raise CLIError("--label-shards", f"expected --strategy default with --label-shards (the head is split over "
+                                         f"labels, not replicated); received {replicas} replicas "
+                                         f"(--strategy {getattr(args, 'strategy', '?')})")
+    if getattr(args, "jit_compile", "auto") == "on":
+        raise CLIError("--jit-compile", "expected auto or off with --label-shards (XLA compiles a step for one "
+                                        "device; the shards live on several); received on")
+
+
+def label_shard_devices(shards):
+    """One device per label shard: the GPUs, else ``shards`` logical CPU devices (made here when
+    TensorFlow has not started yet; else the CPUs there are, in turn)."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * shards)
+        except RuntimeError:  # TensorFlow has started: the logical devices are fixed
+            pass
+    from fusedfocal._head_shards import resolve_devices
+
+    return resolve_devices(None, shards)
+
+
+def layout_lines(head, batch_size):
+    """How a label-sharded head is laid out, and what crosses devices per step."""
+    hidden = int(head.shards[0].kernel.shape[1])
+    per = 2 * batch_size * hidden * 4
+    lines = [f"Label shards: {len(head.shards)} (the fused head's kernel, bias and slots split by label)"]
+    lines += [f"  shard {sh.index}: labels [{sh.start}, {sh.start + sh.size}) on {sh.device}" for sh in head.shards]
+    lines.append(f"  per step and shard: the [{batch_size}, {hidden}] features in and their gradient out "
+                 f"({per / 2**20:.2f} MiB), the batch's label ids, a scalar loss; top-k: [{batch_size}, {head.top_k}] "
+                 f"candidates. Independent of the {head.num_labels} labels")
+    return lines
 
 
 def check_resumed_head(stored, args):
@@ -235,9 +280,14 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
     # --head-dtype: the kernel and bias's storage (float32 math per chunk either way);
     # --head-optimizer: None (compile's optimizer trains the head) or the fused update's config.
     weight_dtype = getattr(args, "head_dtype", None) or "float32"
+    shards = getattr(args, "label_shards", None)
+    if shards is not None and shards > pipe.num_labels:
+        raise CLIError("--label-shards", f"expected at most the {pipe.num_labels} labels (each shard holds one or "
+                                         f"more); received {shards}")
     head = fk.FocalHead(pipe.num_labels, top_k=min(K, pipe.num_labels), dtype="float32", name="focal_head",
                         kernel_initializer=keras.initializers.GlorotUniform(seed=args.seed),
-                        weight_dtype=weight_dtype, **kw)
+                        weight_dtype=weight_dtype, label_shards=shards,
+                        devices=None if shards is None else label_shard_devices(shards), **kw)
     model = fk.FocalHeadModel(encoder, head, head_optimizer=head_optimizer_config(args),
                               name=f"fusedfocal_{args.model}_fused")
     dummy = {"token_ids": tf.zeros([1, args.max_length], tf.int32)}
@@ -249,7 +299,12 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
     if args.prior_bias:  # the logit the loss sees starts at the prior log-odds: for la, bias + offsets
         bias = models.prior_logits(prep.fit_counts / max(prep.fit_docs, 1))
         bias = (bias - kw.get("logit_offsets", 0.0)).astype(np.float32)
-        head.bias.assign(bias if head.bias.dtype == "float32" else tf.cast(bias, head.bias.dtype))
+        head.set_bias(bias)
+    if shards is not None:
+        from fusedfocal.cli.errors import log
+
+        for line in layout_lines(head, args.batch_size):
+            log(line)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
@@ -357,6 +412,7 @@ def run_result(args, prep, model, loss_name, loss_params, records, *, selection,
                      "head_optimizer": getattr(args, "head_optimizer", None) or "shared",
                      "head_dtype": getattr(args, "head_dtype", None) or "float32",
                      "head_learning_rate": getattr(args, "head_learning_rate", None),
+                     "label_shards": getattr(args, "label_shards", None),
                      "max_length": args.max_length, "truncated_training_documents": prep.truncation or None,
                      "patience": getattr(args, "patience", None), "vocab_size": args.vocab_size,
                      "vocab_tokens": len(prep.pipeline.wordpiece_vocab),

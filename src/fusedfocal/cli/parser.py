@@ -171,6 +171,10 @@ def _add_train_flags(p):
                    help="fused head with --head-optimizer sgd or adam: its rate (default: --learning-rate when "
                         "the head's rule is --optimizer, else that rule's default, sgd 0.33, adam 2e-3; the "
                         "head's loss is summed over labels, so a rate does not depend on the number of labels)")
+    m.add_argument("--label-shards", type=_positive_int, default=None, metavar="S",
+                   help="fused head: split its kernel, bias and optimizer slots into S label shards, one per "
+                        "device (the GPUs, else S logical CPU devices), so that per step only [batch, H] "
+                        "features, their gradient and scalars cross devices (default: one kernel; no XLA)")
     m.add_argument("--select", default=None, choices=["macro_f1", "micro_f1", "p@1", "ndcg@5", "val_loss", "last"],
                    help="the epoch whose weights are kept: best validation macro-F1 at the tuned global threshold "
                         "(the dense head's default), micro-F1, P@1 (the fused head's default), nDCG@5 (fused), "

@@ -85,5 +85,6 @@ def use_jit(args):
     from tensorflow.python.framework.config import is_op_determinism_enabled
 
     # ngram: tf.unique has no XLA kernel.
+    # A label-sharded head (--label-shards) spans devices, and XLA compiles a step for one.
     return (args.strategy == "default" and args.model not in ("transformer", "ngram") and not args.deterministic
-            and not is_op_determinism_enabled())
+            and not is_op_determinism_enabled() and not getattr(args, "label_shards", None))

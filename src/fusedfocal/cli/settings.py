@@ -279,7 +279,12 @@ def resolve_head(args, head):
         out["head_learning_rate"] = Setting(args.head_learning_rate, "default", (
             f"the command line's {args.head_optimizer} rate{note} (the run's {args.optimizer} rate "
             f"{_fmt(args.learning_rate)} is for another rule); not measured on the fused head"))
-    return {k: out[k] for k in ("head_optimizer", "head_dtype", "head_learning_rate") if k in out}
+    if getattr(args, "label_shards", None):
+        out["label_shards"] = Setting(args.label_shards, "flag", (
+            f"the head's kernel, bias and slots split by label into {args.label_shards} shards, one a device; per "
+            f"step each shard gets the [{args.batch_size}, H] features and the label ids and returns their "
+            f"gradient and a scalar, whatever the label count (no XLA)"))
+    return {k: out[k] for k in ("head_optimizer", "head_dtype", "head_learning_rate", "label_shards") if k in out}
 
 
 def block(settings, *, stored=False):
