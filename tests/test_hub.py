@@ -139,3 +139,62 @@ def test_classifier_and_focal_head_train_save_and_load(preset, corpus, tmp_path)
     fmodel.save(tmp_path / "f.keras")
     again = keras.saving.load_model(tmp_path / "f.keras", compile=False)
     np.testing.assert_array_equal(again(x)["ids"], fmodel(x)["ids"])
+
+
+def _fold_split_ranges():
+    """FOLD_SPLIT_RANGES recomputed: code points whose NFKC case folding splits differently."""
+    import unicodedata
+
+    def kind(ch):
+        o, cat = ord(ch), unicodedata.category(ch)
+        if ch.isspace() or cat in ("Cc", "Cf"):
+            return "space"
+        if 33 <= o <= 47 or 58 <= o <= 64 or 91 <= o <= 96 or 123 <= o <= 126 or cat.startswith("P"):
+            return "punct"
+        if any(a <= o <= b for a, b in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2CEAF), (0xF900, 0xFAFF),
+                                        (0x2F800, 0x2FA1F))):
+            return "cjk"
+        return "word"
+
+    out = []
+    for o in range(sys.maxunicode + 1):
+        if 0xD800 <= o <= 0xDFFF:
+            continue
+        c = chr(o)
+        f = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", c).casefold())
+        if f == c:
+            continue
+        k, fk = kind(c), [kind(x) for x in f]
+        if not ((len(f) == 1 and fk[0] == k) if k != "word" else all(x == "word" for x in fk)):
+            if out and out[-1][1] == o - 1:
+                out[-1] = (out[-1][0], o)
+            else:
+                out.append((o, o))
+    return tuple(out)
+
+
+def test_fold_split_ranges_are_what_unicode_says():
+    from fusedfocal.data._tokenizers import FOLD_SPLIT_RANGES
+
+    assert FOLD_SPLIT_RANGES == _fold_split_ranges()
+
+
+@pytest.mark.parametrize("lowercase,strip_accents", [(True, False), (True, True), (False, False)])
+def test_fast_wordpiece_gives_keras_hub_ids(corpus, lowercase, strip_accents):
+    from fusedfocal.data._tokenizers import FOLD_SPLIT_RANGES, fast_wordpiece
+
+    tx, _ = corpus
+    vocab = data.build_wordpiece_vocab(tx, 400, max_sample=500)
+    vocab += [t for t in ("é", "##é", "ß", "日", "本", "…", "ﬁ", ".", "##.") if t not in vocab]
+    tok = keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=lowercase, strip_accents=strip_accents)
+    fast = fast_wordpiece(tok)
+    tricky = ["Café NAÏVE résumé", "日本語 中文,字", "emoji 😀 ok", "ctrl\x07char tab\tnew\nline\r end", "ﬁne Straße",
+              "a\u200bb soft\u00adhyphen", "«quotes» — dash ‘x’", "ΑΒΓ σς", "x\ufffdy", "nul\x00after"]
+    tricky += [f"w{chr(a)}x {chr(b)}y" for a, b in FOLD_SPLIT_RANGES]  # each goes through KerasHub's own path
+    texts = list(tx[:200]) + tricky
+    sig = [tf.TensorSpec([None], tf.string)]
+    fast, slow = tf.function(fast, input_signature=sig), tf.function(tok.tokenize, input_signature=sig)
+    for i in range(0, len(texts), 64):  # batches, as the pipeline calls it
+        assert fast(tf.constant(texts[i:i + 64])).to_list() == slow(tf.constant(texts[i:i + 64])).to_list()
+    for text in tricky[:9]:  # alone: these take the fast path itself
+        assert fast(tf.constant([text])).to_list() == slow(tf.constant([text])).to_list(), text
