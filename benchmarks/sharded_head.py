@@ -92,6 +92,8 @@ def main():
     p.add_argument("--label-shards", type=int, default=None)
     p.add_argument("--weight-dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--learning-rate", type=float, default=0.5)
+    p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
+                   help="sum: the loss summed over B x C (a visible fall at 10M labels; use a small rate)")
     args = p.parse_args()
     procs = _start_workers(args.workers) if args.workers else []
     try:
@@ -124,6 +126,7 @@ def run(args, procs):
     encoder = keras.Sequential([keras.Input((args.hidden,)), keras.layers.Dense(args.hidden, activation="tanh")])
     t0 = time.perf_counter()
     head = k3.FocalHead(args.labels, label_shards=shards, devices=devices, weight_dtype=args.weight_dtype,
+                        reduction=args.reduction,
                         head_optimizer={"optimizer": "sgd", "learning_rate": args.learning_rate})
     head.build((None, args.hidden))
     build_s = time.perf_counter() - t0
@@ -149,7 +152,7 @@ def run(args, procs):
     out = {"labels": args.labels, "hidden": args.hidden, "batch": args.batch, "steps": args.steps,
            "workers": args.workers, "label_shards": shards, "weight_dtype": args.weight_dtype,
            "build_s": round(build_s, 2), "step_s": round(float(np.mean(times[1:] or times)), 3),
-           "first_step_s": round(times[0], 2), "loss": [round(v, 6) for v in losses],
+           "first_step_s": round(times[0], 2), "loss": [float(f"{v:.7g}") for v in losses],
            "peak_rss_gib": {"chief" if args.workers else "process": round(_peak_rss() / 2**30, 3)}}
     if args.workers:
         out["worker_bytes_per_step"] = int(np.median(sock[1:] or sock))

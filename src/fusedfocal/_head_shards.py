@@ -115,17 +115,22 @@ def check_label_range(labels, num_labels):
             tf.debugging.assert_less(ids, tf.cast(num_labels, ids.dtype), message=msg)]
 
 
-_INIT_BLOCK = 1 << 14  # rows drawn per seed when a float32 shard is initialised
+_INIT_BLOCK = 1 << 16  # rows drawn per seed when a float32 shard is initialised
 
 
-def _kernel_initializer(layer, full_shape, start, index):
+def _is_remote(device):
+    return "/job:" in device and "/job:localhost" not in device
+
+
+def _kernel_initializer(layer, full_shape, start, index, device):
     """The shard's rows drawn with the whole head's distribution (a variance-scaling initializer's
     fans from ``[C, H]``, not from the shard's shape). float32: from seeds of fixed blocks of
     global rows, so that the initial kernel is the same for every ``label_shards`` (not the
-    unsharded head's, which Keras draws at once); bfloat16: from a shard-salted seed."""
+    unsharded head's, which Keras draws at once), written block by block into the shard inside one
+    XLA function (the shard and one block in memory); bfloat16: from a shard-salted seed."""
     init, lib = layer.kernel_initializer, layer._lib
     if layer.weight_dtype != "float32":
-        return Bfloat16BitsInitializer(init, lib, fan_shape=full_shape, salt=index)
+        return Bfloat16BitsInitializer(init, lib, fan_shape=full_shape, salt=index, xla=not _is_remote(device))
     sampler = _chunk_sampler(init, lib, full_shape)
     if sampler is None:
         return init
@@ -133,10 +138,28 @@ def _kernel_initializer(layer, full_shape, start, index):
     seed = int(seed) if isinstance(seed, (int, np.integer)) else int(np.random.randint(0, 2**31 - 1))
 
     def draw(shape, dtype=None):
-        size = int(shape[0])
-        first, last = start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK
-        rows = tf.concat([sampler(tf.constant([seed, b], tf.int64), _INIT_BLOCK) for b in range(first, last + 1)], 0)
-        return tf.cast(rows[start - first * _INIT_BLOCK:start - first * _INIT_BLOCK + size], dtype or "float32")
+        size, hidden = int(shape[0]), int(shape[1])
+
+        @tf.function(jit_compile=True)
+        def fill():
+            from tensorflow.compiler.tf2xla.python import xla as _tfxla
+
+            buf = tf.zeros([size, hidden], tf.float32)
+            for lo, rows in _blocks():
+                buf = _tfxla.dynamic_update_slice(buf, rows, tf.constant([lo - start, 0]))
+            return buf
+
+        def blocks():  # a remote device runs no XLA function here: the blocks, then one concat
+            return tf.concat([part for _, part in _blocks()], axis=0)
+
+        def _blocks():
+            for b in range(start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK + 1):
+                lo, hi = max(start, b * _INIT_BLOCK), min(start + size, (b + 1) * _INIT_BLOCK)
+                rows = sampler(tf.constant([seed, b], tf.int64), _INIT_BLOCK)[lo - b * _INIT_BLOCK:hi - b * _INIT_BLOCK]
+                yield lo, rows
+
+        with tf.init_scope():
+            return tf.cast(blocks() if _is_remote(device) else fill(), dtype or "float32")
     return draw
 
 
@@ -175,7 +198,7 @@ def build_shards(layer, hidden):
         sh = types.SimpleNamespace(index=s, start=start, size=size, device=devices[s], vectors={}, state=None)
         with tf.device(sh.device):
             sh.kernel = _add(layer, sh.device, name=f"kernel_shard{s}", shape=(size, hidden), trainable=trainable,
-                                         initializer=_kernel_initializer(layer, full, start, s),
+                                         initializer=_kernel_initializer(layer, full, start, s, sh.device),
                                          dtype=_STORAGE[layer.weight_dtype])
             sh.bias = (_add(layer, sh.device, name=f"bias_shard{s}", shape=(size,), initializer=layer.bias_initializer,
                                         trainable=trainable) if layer.use_bias else None)
@@ -218,6 +241,13 @@ def _shard_weights(layer, sh, dtype):
     return kernel, None if sh.bias is None else tf.cast(sh.bias, dtype)
 
 
+def _on_device(features):
+    """``features`` copied to the current ``tf.device`` once. Without it, the chunk loop captures a
+    tensor of another device, and TensorFlow's partitioner sends it again in every iteration of the
+    loop (measured: ``[B, H]`` once per chunk between the chief and each worker)."""
+    return tf.identity(features)
+
+
 def _placed_loss(layer, sh, features, labels):
     """One shard's share of the loss; its gradients are formed in the forward pass and scaled in
     the backward pass on ``sh.device`` (the placer would put unplaced backward ops on the caller's
@@ -225,6 +255,7 @@ def _placed_loss(layer, sh, features, labels):
     with tf.device(sh.device):
         local = shard_labels(labels, sh.start, sh.size)
         kernel, bias = _shard_weights(layer, sh, features.dtype)
+        features = _on_device(features)
     want = ops.linear.could_record()  # (not inside the custom gradient: it stops recording)
 
     @tf.custom_gradient
@@ -275,7 +306,7 @@ def sharded_loss_and_update(layer, features, labels):
             local = shard_labels(labels, sh.start, sh.size)
             with tf.device(sh.device):
                 losses.append(hu.linear_focal_loss_update(
-                    features, sh.state, local, update=layer.head_optimizer.update, learning_rate=lr,
+                    _on_device(features), sh.state, local, update=layer.head_optimizer.update, learning_rate=lr,
                     gamma=layer.gamma, reduction=layer.reduction, chunk_size=layer.chunk_size,
                     shard=(sh.index, layer.num_labels), **_shard_vectors(layer, sh)))
     return tf.add_n(losses)
@@ -287,7 +318,7 @@ def sharded_top_k(layer, features):
     for sh in layer._shards:
         with tf.device(sh.device):
             kernel, bias = _shard_weights(layer, sh, features.dtype)
-            best, idx = top_k_logits(features, kernel, bias, min(layer.top_k, sh.size), kernel_layout="ch",
+            best, idx = top_k_logits(_on_device(features), kernel, bias, min(layer.top_k, sh.size), kernel_layout="ch",
                                      chunk_size=layer.chunk_size)
             vals.append(best)
             ids.append(idx + sh.start)

@@ -56,9 +56,10 @@ class Bfloat16BitsInitializer:
     kernel); this holds the kernel and one chunk. An initializer it does not know runs once on
     the full shape."""
 
-    def __init__(self, initializer, lib, rows=_INIT_ROWS, fan_shape=None, salt=0):
+    def __init__(self, initializer, lib, rows=_INIT_ROWS, fan_shape=None, salt=0, xla=True):
         self.initializer, self.lib, self.rows = initializer, lib, rows
         self.fan_shape, self.salt = fan_shape, salt  # a label shard: the whole head's shape, the shard index
+        self.xla = xla  # False on a remote device (no XLA function there): the chunks, then one concat
 
     def __call__(self, shape, dtype=None):
         full = tuple(int(d) for d in shape)
@@ -73,6 +74,11 @@ class Bfloat16BitsInitializer:
 
         def bits(i, n):
             return tf.bitcast(tf.cast(sampler(tf.stack([seed, i]), n), tf.bfloat16), tf.uint16)
+
+        if not self.xla:
+            with tf.init_scope():
+                parts = [bits(tf.constant(i), rows) for i in range(n_full)]
+                return tf.concat(parts + ([bits(tf.constant(n_full), tail)] if tail else []), axis=0)
 
         @tf.function(jit_compile=True)
         def build():
