@@ -64,23 +64,33 @@ class LaCorrection:
 
         return ctx()
 
-    def score_fn(self, base_fn, select):
+    def score_fn(self, base_fn, select, scores_at=None):
         """``base_fn(model)`` (the epoch's validation scores) with the correction chosen: the scores
         at the trained ``tau`` (``val_loss`` among them) are kept; the quality metric is the best
-        over :data:`TAUS`, and ``val_la_tau`` says at which ``t``."""
+        over :data:`TAUS`, and ``val_la_tau`` says at which ``t``. ``scores_at(model)`` returns
+        ``t -> scores`` (the dense head shifts its validation logits once predicted); by default
+        the bias is shifted and ``base_fn`` called again (the fused head's top-k)."""
         from fusedfocal.cli import select as sel
 
         key = sel.MONITORS[select][0] if select in ("macro_f1", "micro_f1", "p@1", "ndcg@5") else (
             "val_p@1" if self.head == "fused" else "val_macro_f1")
 
+        def by_bias(model):
+            def at(t):
+                if t == self.tau:
+                    return base_fn(model)
+                with self.shifted(model, t):
+                    return base_fn(model)
+            return at
+
         def fn(model):
-            out = dict(base_fn(model))
+            at = (scores_at or by_bias)(model)
+            out = dict(at(self.tau))
             best_t, best = self.tau, out[key]
             for t in TAUS:
                 if t == self.tau:
                     continue
-                with self.shifted(model, t):
-                    s = base_fn(model)[key]
+                s = at(t)[key]
                 if s > best + 1e-12:
                     best_t, best = t, s
             out[key], out["val_la_tau"] = best, best_t
@@ -128,4 +138,20 @@ def validation_score_fn(prep, loss_name, loss_params, select, predict_scores):
         val_y, _ = labels.encode(prep.val[1])
         fn = lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y, predict_scores)  # noqa: E731
     corr = la_correction(loss_name, loss_params, prep.fit_counts, prep.fit_docs, prep.head)
-    return (corr.score_fn(fn, select) if corr else fn), corr
+    if corr is None:
+        return fn, None
+    if prep.head == "fused":
+        return corr.score_fn(fn, select), corr
+
+    def scores_at(model):  # one prediction an epoch; each correction shifts its logits
+        _, logits = predict_scores(model, pipe, prep.val[0], return_logits=True)
+
+        def at(t):
+            import tensorflow as tf
+
+            z = (logits + (corr.tau - t) * corr.logodds).astype(np.float32)
+            scores = tf.math.sigmoid(z).numpy()  # as models.predict_scores
+            return sel.validation_scores(model, pipe, prep.val[0], val_y, lambda *a, **k: (scores, z))
+        return at
+
+    return corr.score_fn(fn, select, scores_at), corr
