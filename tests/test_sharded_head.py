@@ -274,3 +274,40 @@ def test_initial_kernel_is_the_same_for_every_shard_count():
     np.testing.assert_array_equal(kernels[2], kernels[0])
     limit = np.sqrt(6.0 / (C + H))  # Glorot's fans from the whole [C, H], not a shard's
     assert np.abs(kernels[0]).max() <= limit and np.abs(kernels[0]).max() > 0.9 * limit
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_features_reach_each_shard_loop_from_its_own_device(fused):
+    """A chunk loop that captures a tensor of another device receives it in every iteration (the
+    bytes per step then grow with C, measured across processes): each shard's loop must read the
+    features from a copy on its own device."""
+    x, kernel, bias, y, _ = _problem("padded")
+    opt = {"optimizer": "sgd", "learning_rate": 0.1} if fused else None
+    head = k3.FocalHead(C, label_shards=2, chunk_size=4, head_optimizer=opt)
+    head.build((None, H))
+    dense = tf.Variable(tf.eye(H))
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            features = tf.matmul(x, dense)  # on the caller's device, as an encoder's output
+            loss = head.loss_and_update(features, y) if fused else head.loss(features, y)
+        return tape.gradient(loss, dense)
+
+    graph = step.get_concrete_function(x, y).graph
+    loops = []
+
+    def walk(g):
+        for op in g.get_operations():
+            if op.type in ("While", "StatelessWhile"):
+                loops.append(op)
+        for fn in g._functions.values():
+            if hasattr(fn, "graph"):
+                walk(fn.graph)
+    walk(graph)
+    assert len(loops) >= 2
+    for loop in loops:
+        feats = [t for t in loop.inputs if t.dtype == tf.float32 and t.shape.as_list() == [B, H]]
+        assert any(t.op.type == "Identity" for t in feats), [t.op.type for t in feats]  # (and the dx accumulator)
+        for t in feats:
+            assert t.op.device == loop.device, (t.op.type, t.op.device, loop.device)
