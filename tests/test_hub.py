@@ -198,3 +198,19 @@ def test_fast_wordpiece_gives_keras_hub_ids(corpus, lowercase, strip_accents):
         assert fast(tf.constant(texts[i:i + 64])).to_list() == slow(tf.constant(texts[i:i + 64])).to_list()
     for text in tricky[:9]:  # alone: these take the fast path itself
         assert fast(tf.constant([text])).to_list() == slow(tf.constant([text])).to_list(), text
+
+
+def test_a_dataset_with_a_fold_split_character_takes_keras_hub_path(preset, corpus):
+    tx, ty = corpus
+    _, tok = hub.load_preset(preset, load_weights=False)
+    texts, labels = list(tx[:31]) + ["prices … rose ＄5"], list(ty[:32])
+    spec = data.tokenizer_spec(tok)
+    assert spec.tokenize_for(texts[:31]) is spec.fast_tokenize and spec.tokenize_for(texts) is spec.tokenize
+    pipes = {fast: data.TextPipeline(data.PipelineConfig(max_length=64, batch_size=32, cache=False), None,
+                                     data.LabelVocab.build(ty), tokenizer=tok) for fast in (True, False)}
+    pipes[False].tokenizer_spec = data.tokenizer_spec(tok, fast=False)
+    pipes[False]._tokenize_fn = pipes[False].tokenizer_spec.tokenize
+    (a, _), = pipes[True].dataset(texts, labels, training=False)
+    (b, _), = pipes[False].dataset(texts, labels, training=False)
+    np.testing.assert_array_equal(a["token_ids"], b["token_ids"])
+    np.testing.assert_array_equal(pipes[True].tokenize(texts), pipes[False].tokenize(texts))

@@ -175,10 +175,10 @@ class TextPipeline:
         return len(self.label_vocab)
 
     # ----------------------------------------------------------------- stages
-    def _tokenize(self, texts: tf.Tensor) -> tf.RaggedTensor:
+    def _tokenize(self, texts: tf.Tensor, fn=None) -> tf.RaggedTensor:
         """tf.string ``[B]`` -> ragged int32 ``[B, (T)]``, truncated, with [CLS]/[SEP] (the tokenizer's
         start and end ids)."""
-        ids = self._tokenize_fn(texts)
+        ids = (fn or self._tokenize_fn)(texts)
         cfg = self.config
         if cfg.add_special_tokens:
             spec = self.tokenizer_spec
@@ -273,7 +273,7 @@ class TextPipeline:
         out = []
         for i in range(0, len(texts), batch_size):
             chunk = tf.convert_to_tensor(list(texts[i:i + batch_size]), tf.string)
-            ids = self._tokenize_fn(chunk)
+            ids = self.tokenizer_spec.tokenize_for(chunk)(chunk)
             while isinstance(ids, tf.RaggedTensor) and ids.ragged_rank > 1:
                 ids = ids.merge_dims(1, 2)
             out.append(ids.row_lengths().numpy().astype(np.int64) + extra)
@@ -293,7 +293,7 @@ class TextPipeline:
         texts = tf.convert_to_tensor(texts, tf.string)
         if texts.shape.rank == 0:
             texts = texts[tf.newaxis]
-        return self._pack(self._tokenize(texts))
+        return self._pack(self._tokenize(texts, self.tokenizer_spec.tokenize_for(texts)))
 
     def dataset(
         self,
@@ -333,6 +333,7 @@ class TextPipeline:
         """
         cfg = self.config
         texts, label_lists = _checked_documents(texts, label_lists, order)
+        self._tokenize_fn = self.tokenizer_spec.tokenize_for(texts)  # traced into this dataset's map
         self.unknown_label_counts = self.label_vocab.unknown(label_lists)
         index = self.label_vocab.index
         self._max_labels = max([len({n for n in labels if n in index}) for labels in label_lists] + [1])
