@@ -383,8 +383,9 @@ class ShardedHeadMixin:
 
     @property
     def shards(self):
-        """The label shards: namespaces with ``index``, ``start``, ``size``, ``device``, ``kernel``,
-        ``bias``, ``vectors`` and ``state`` (the fused update's variables); ``[]`` unsharded."""
+        """A list with one namespace per label shard (``index``, ``start``, ``size``, ``device``,
+        ``kernel``, ``bias``, ``vectors``, and ``state``, the fused update's variables); empty when
+        the head is not sharded."""
         return list(self._shards)
 
     @property

@@ -117,8 +117,8 @@ def worker_devices(num_workers=None):
 
 class Watchdog:
     """Probes every worker's port every ``interval`` seconds from a daemon thread. When one stops
-    answering, :attr:`lost` names it; a process still running ``grace`` seconds later (a step
-    blocked on the dead worker) prints the message and exits with status 75."""
+    answering, ``lost`` holds its ``(index, address)``; a process still running ``grace`` seconds
+    later (a step blocked on the dead worker) prints the message and exits with status 75."""
 
     def __init__(self, workers, *, interval=1.0, grace=30.0, exit=True):
         self.workers, self.interval, self.grace, self.exit = list(workers), interval, grace, exit
