@@ -395,7 +395,7 @@ def cmd_train(args):
     if not chief:
         print(f"Worker {task_id}: checkpoints and logs in {run_dir}/workers/worker-{task_id}/; worker 0 writes the run.")
         return
-    print(f"Wrote {run_dir}/: {rundir.MODEL_FILE}, {rundir.WORDPIECE_FILE}, {rundir.LABEL_VOCAB_FILE}, "
+    print(f"Wrote {run_dir}/: {rundir.MODEL_FILE}, {'encoder/' if getattr(args, 'encoder', None) else rundir.WORDPIECE_FILE}, {rundir.LABEL_VOCAB_FILE}, "
           + ("" if prep.head == "fused" else f"{rundir.THRESHOLDS_FILE}, ") + f"{rundir.METRICS_FILE}, logs/ (tensorboard --logdir {run_dir}/logs) "
           f"in {time.time() - t0:.0f}s")
 
