@@ -149,6 +149,9 @@ def run(args, procs):
         times.append(time.perf_counter() - t)
         lo.append(_lo_bytes() - b0)
         sock.append((_socket_bytes(pids) - s0) if pids else 0)
+        progress = {"step": len(losses), "loss": losses[-1], "s": round(times[-1], 2),
+                    "peak_rss_gib": [round(_peak_rss(pid) / 2**30, 3) for pid in ["self", *pids]]}
+        print("progress " + json.dumps(progress), file=sys.stderr, flush=True)
     out = {"labels": args.labels, "hidden": args.hidden, "batch": args.batch, "steps": args.steps,
            "workers": args.workers, "label_shards": shards, "weight_dtype": args.weight_dtype,
            "build_s": round(build_s, 2), "step_s": round(float(np.mean(times[1:] or times)), 3),
