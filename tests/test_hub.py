@@ -120,8 +120,8 @@ def test_classifier_and_focal_head_train_save_and_load(preset, corpus, tmp_path)
     priors = np.full(pipe.num_labels, 0.1)
     model = hub.build_classifier(backbone, pipe.num_labels, pad_token_id=tok.pad_token_id, priors=priors)
     np.testing.assert_allclose(model.get_layer("logits").bias.numpy(), np.log(0.1 / 0.9), rtol=1e-6)
-    model.compile(keras.optimizers.Adam(hub.fine_tuning_schedule(3e-3, 32)), SigmoidFocalLoss(gamma=2.0))
-    hist = model.fit(ds.repeat(), epochs=2, steps_per_epoch=16, verbose=0).history["loss"]
+    model.compile(keras.optimizers.Adam(hub.fine_tuning_schedule(3e-3, 16)), SigmoidFocalLoss(gamma=2.0))
+    hist = model.fit(ds.repeat(), epochs=2, steps_per_epoch=8, verbose=0).history["loss"]
     assert hist[1] < hist[0]
     model.save(tmp_path / "m.keras")
     x, _ = next(iter(ds))
@@ -133,7 +133,7 @@ def test_classifier_and_focal_head_train_save_and_load(preset, corpus, tmp_path)
     fmodel = FocalHeadModel(hub.backbone_encoder(backbone, pad_token_id=tok.pad_token_id),
                             FocalHead(fpipe.num_labels, gamma=2.0, top_k=3))
     fmodel.compile(keras.optimizers.Adam(3e-3))
-    hist = fmodel.fit(fpipe.dataset(tx, ty, training=True).repeat(), epochs=2, steps_per_epoch=16,
+    hist = fmodel.fit(fpipe.dataset(tx, ty, training=True).repeat(), epochs=2, steps_per_epoch=8,
                       verbose=0).history["loss"]
     assert hist[1] < hist[0]
     fmodel.save(tmp_path / "f.keras")
