@@ -23,15 +23,15 @@ from fusedfocal.data._labels import LabelVocab
 from fusedfocal.data._paths import REUTERS_ENV, reuters_dir
 from fusedfocal.data._pipeline import TextPipeline
 from fusedfocal.data._readers import Example, ReadStats, infer_format, read_records, resolve_paths, write_tfrecord
-from fusedfocal.data._tokenizers import TokenizerSpec, tokenizer_spec
+from fusedfocal.data._tokenizers import FOLD_SPLIT_RANGES, TokenizerSpec, fast_wordpiece, tokenizer_spec
 from fusedfocal.data._synthetic import synthetic_corpus, synthetic_splits, write_jsonl
 from fusedfocal.data._xmc import synthetic_xmc_corpus, synthetic_xmc_splits, xmc_label_names, xmc_label_vocab
 from fusedfocal.data._wordpiece import (CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, UNK_ID,
                                         build_wordpiece_vocab, load_vocab, save_vocab)
 
 __all__ = [
-    "CLS_ID", "Example", "LabelVocab", "MASK_ID", "PAD_ID", "PipelineConfig", "REUTERS_ENV", "ReadStats",
-    "SEP_ID", "SPECIAL_TOKENS", "TextPipeline", "TokenizerSpec", "UNK_ID", "build_wordpiece_vocab", "infer_format",
+    "CLS_ID", "Example", "FOLD_SPLIT_RANGES", "LabelVocab", "MASK_ID", "PAD_ID", "PipelineConfig", "REUTERS_ENV", "ReadStats",
+    "SEP_ID", "SPECIAL_TOKENS", "TextPipeline", "TokenizerSpec", "UNK_ID", "build_wordpiece_vocab", "fast_wordpiece", "infer_format",
     "load_vocab", "read_records", "resolve_paths", "reuters_dir", "save_vocab", "synthetic_corpus",
     "synthetic_splits", "synthetic_xmc_corpus", "synthetic_xmc_splits", "tokenizer_spec", "write_jsonl", "write_tfrecord",
     "xmc_label_names", "xmc_label_vocab",
