@@ -96,6 +96,8 @@ def test_bad_encoders_are_named(preset, tiny_data, tmp_path, capsys, monkeypatch
     assert "argument --encoder" in err and "no tokenizer (tokenizer.json missing)" in err
     err = _error(capsys, "train", "--encoder", preset, "--model", "cnn", *data)
     assert "argument --model" in err and "no --model with --encoder" in err
+    err = _error(capsys, "train", "--warmup", "0.2", *data)
+    assert "argument --warmup" in err and "without --encoder" in err
     err = _error(capsys, "train", "--encoder", preset, *data[:-2], "--max-length", "100")
     assert "argument --max-length" in err and "at most 64" in err
 

@@ -156,6 +156,9 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
 
     chosen = {}
     tokenizer, source = None, None
+    if getattr(args, "warmup", None) is not None and not getattr(args, "encoder", None):
+        raise CLIError("--warmup", f"expected --encoder with --warmup (the warm-up of a fine-tuned encoder's "
+                                   f"rate); received --warmup {args.warmup} without --encoder")
     if getattr(args, "encoder", None):  # the preset's tokenizer replaces the WordPiece learning
         from fusedfocal.cli import encoder
 
