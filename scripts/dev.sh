@@ -65,7 +65,13 @@ case "$cmd" in
     ;;
   test)
     set +e
-    .venv/bin/python -m pytest -q "$@"
+    # Two pytest-xdist workers by default (CI has 2 cores; tests that share the install
+    # tests' session fixtures stay on one worker: --dist loadgroup); FUSEDFOCAL_TEST_WORKERS
+    # sets the count, 0 runs in this process. Timed benchmarks (--benchmark) always run in one
+    # process: pytest-benchmark does not time under xdist.
+    workers="${FUSEDFOCAL_TEST_WORKERS:-2}"
+    case " $* " in *" --benchmark"*) workers=0 ;; esac
+    .venv/bin/python -m pytest -q -n "$workers" --dist loadgroup "$@"
     rc=$?
     set -e
     if [ "$rc" -eq 5 ]; then
