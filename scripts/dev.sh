@@ -64,20 +64,33 @@ case "$cmd" in
     exec .venv/bin/fusedfocal compare --out "runs/demo-$(date +%Y%m%d-%H%M%S)" "$@"
     ;;
   test)
-    set +e
-    # Two pytest-xdist workers by default (CI has 2 cores; tests that share the install
-    # tests' session fixtures stay on one worker: --dist loadgroup); FUSEDFOCAL_TEST_WORKERS
-    # sets the count, 0 runs in this process. Timed benchmarks (--benchmark) always run in one
-    # process: pytest-benchmark does not time under xdist.
+    # The tests run on two pytest-xdist workers by default (CI has 2 cores; the install tests share
+    # their session fixtures on one worker: --dist loadgroup); FUSEDFOCAL_TEST_WORKERS sets the
+    # count, 0 runs in one process. The benchmarks' smoke runs (and --benchmark) run in one process
+    # after them: pytest-benchmark times nothing under xdist, and the smoke runs read its stats.
+    # pytest's exit code 5 (no tests collected) fails the run.
     workers="${FUSEDFOCAL_TEST_WORKERS:-2}"
-    case " $* " in *" --benchmark"*) workers=0 ;; esac
-    .venv/bin/python -m pytest -q -n "$workers" --dist loadgroup "$@"
-    rc=$?
-    set -e
-    if [ "$rc" -eq 5 ]; then
-      echo "[dev.sh] pytest collected no tests: failing" >&2
-      exit 1
+    run_pytest() {
+      local rc=0
+      .venv/bin/python -m pytest -q "$@" || rc=$?
+      if [ "$rc" -eq 5 ]; then
+        echo "[dev.sh] pytest collected no tests: failing" >&2
+        return 1
+      fi
+      return "$rc"
+    }
+    parallel=(-n "$workers" --dist loadgroup)
+    if [ "$workers" = "0" ]; then parallel=(-p no:xdist); fi
+    set +e
+    if [ "$#" -eq 0 ]; then
+      run_pytest "${parallel[@]}" tests; rc=$?
+      run_pytest -p no:xdist benchmarks; rc_bench=$?
+      [ "$rc" -ne 0 ] || rc=$rc_bench
+    else
+      case " $* " in *benchmark*) parallel=(-p no:xdist) ;; esac
+      run_pytest "${parallel[@]}" "$@"; rc=$?
     fi
+    set -e
     exit "$rc"
     ;;
 esac
