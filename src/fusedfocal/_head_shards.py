@@ -103,9 +103,16 @@ def check_label_range(labels, num_labels):
         if ids.dtype not in (tf.int32, tf.int64):
             return []
         lo = -1
-    from fusedfocal.ops._linear_inputs import check_ids
-
-    return check_ids(ids, num_labels, lo=lo, xla=False, what="label ids")
+    if tf.executing_eagerly():
+        arr = ids.numpy()
+        bad = (arr < lo) | (arr >= num_labels)
+        if bad.any():
+            raise v.invalid("labels", f"label ids in [{lo}, {num_labels}) (the number of labels)",
+                            f"an id {int(arr[bad][0])} out of range", describe=True)
+        return []
+    msg = f"Invalid value for argument `labels`: expected label ids in [{lo}, {num_labels}); found one out of range."
+    return [tf.debugging.assert_greater_equal(ids, tf.cast(lo, ids.dtype), message=msg),
+            tf.debugging.assert_less(ids, tf.cast(num_labels, ids.dtype), message=msg)]
 
 
 _INIT_BLOCK = 1 << 16  # rows drawn per seed when a float32 shard is initialised
