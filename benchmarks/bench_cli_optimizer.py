@@ -1,4 +1,4 @@
-"""The command line's Adam (``fusedfocal.cli.optim.FusedAdam``, one XLA-fused update per variable)
+"""The command line's Adam (``fusedfocal.cli.stages.optim.FusedAdam``, one XLA-fused update per variable)
 against ``keras.optimizers.Adam`` and SGD with momentum, on the n-gram model's bag kernel.
 
 One step = ``apply_gradients`` of one gradient to a ``[rows, 256]`` float32 variable inside a
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import keras
 
-from fusedfocal.cli.optim import FusedAdam
+from fusedfocal.cli.stages.optim import FusedAdam
 
 OPTIMIZERS = {"adam": lambda: keras.optimizers.Adam(0.01), "fused_adam": lambda: FusedAdam(0.01),
               "sgd_momentum": lambda: keras.optimizers.SGD(0.1, momentum=0.9)}

@@ -7,7 +7,7 @@ Three ``model.fit`` runs of the same small text CNN, each ``--steps`` steps, med
   callbacks asynchronously and never waits for the step's loss;
 * ``batch hook``: the run's checkpoint callback as it was before the check (its fault point reads
   nothing, but a batch hook makes Keras bring ``logs`` to the host after every step);
-* ``batch hook + check``: that plus :func:`fusedfocal.cli.stops.NonFiniteCheck` (the per-batch loss
+* ``batch hook + check``: that plus :func:`fusedfocal.cli.stages.stops.NonFiniteCheck` (the per-batch loss
   check and the per-epoch weight check).
 
 It also times the check alone (``on_train_batch_end`` with a float loss) and the per-epoch weight
@@ -35,7 +35,7 @@ def main():
     import keras
     import tensorflow as tf
 
-    from fusedfocal.cli import stops
+    from fusedfocal.cli.stages import stops
 
     rng = np.random.default_rng(0)
     n = a.steps * a.batch

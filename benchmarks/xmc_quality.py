@@ -1,7 +1,7 @@
 """Issue 19's quality target: fused vs unfused training give the same P@k (within seed noise).
 
 For each seed and loss (bce, focal gamma 2, la tau 1) the same encoder (fasttext-like embedding
-bag, ``fusedfocal.cli.models.build_model("fasttext", features_only=True)``) is trained twice on
+bag, ``fusedfocal.cli.stages.models.build_model("fasttext", features_only=True)``) is trained twice on
 the synthetic XMC corpus (``fusedfocal.data.synthetic_xmc_splits``, all ``--labels`` labels):
 
 * **fused**: ``fusedfocal.keras.FocalHeadModel`` + ``FocalHead`` (the loss is
@@ -90,7 +90,7 @@ def load_data(args):
 def loss_setup(name, counts, num_docs):
     """(head kwargs, dense loss instance, initial bias) of loss ``name``; one rule for both heads."""
     import fusedfocal
-    from fusedfocal.cli import fused, models
+    from fusedfocal.cli.stages import fused, models
     from fusedfocal.losses import priors_from_counts
 
     params = {"focal": {"gamma": (2.0, "--gamma")}, "la": {"tau": (1.0, "--tau")}}.get(name, {})
@@ -111,7 +111,7 @@ def build_pair(args, data, loss_name, seed):
     import tensorflow as tf
 
     from fusedfocal import keras as fk
-    from fusedfocal.cli import models
+    from fusedfocal.cli.stages import models
 
     C = args.labels
     kw, dense_loss, bias = loss_setup(loss_name, data["counts"], len(data["x"]))
@@ -167,7 +167,7 @@ def build_update_head(args, data, loss_name, seed, fused_model, variant):
     import tensorflow as tf
 
     from fusedfocal import keras as fk
-    from fusedfocal.cli import models
+    from fusedfocal.cli.stages import models
 
     C = args.labels
     weight_dtype, moment_dtype, rounding = UPDATE_HEADS[variant]

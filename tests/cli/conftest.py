@@ -41,6 +41,6 @@ def _fresh_fault_counts(monkeypatch):
     """``FUSEDFOCAL_FAULT=POINT#K`` counts the hits of this process, so a test that arms a point
     must not inherit the hits of the tests before it (a fault armed for the first hit never
     fired when another test had already passed that point)."""
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir, safe
 
-    monkeypatch.setattr(rundir, "_FAULT_HITS", {})
+    monkeypatch.setattr(safe, "_FAULT_HITS", {})

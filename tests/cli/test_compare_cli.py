@@ -8,7 +8,7 @@ import pytest
 from clitools import FAST, cli
 
 from fusedfocal.cli import CLIError
-from fusedfocal.cli.compare import parse_loss_specs
+from fusedfocal.cli.commands.compare import parse_loss_specs
 
 
 def test_parse_loss_specs():

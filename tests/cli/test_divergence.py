@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from clitools import FAST, cli
 
-from fusedfocal.cli import rundir
+from fusedfocal.cli.store import rundir, safe
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def assert_strict_json_files(folder):
 
 
 def _nan_fault(monkeypatch, point):
-    rundir._FAULT_HITS.clear()
+    safe._FAULT_HITS.clear()
     monkeypatch.setenv(rundir.FAULT_ENV, point)
 
 
@@ -93,7 +93,7 @@ def test_nan_loss_at_a_chosen_batch_keeps_the_best_finite_epoch(tiny_data, tmp_p
     assert assert_strict_json_files(run) >= 5
     import keras
 
-    from fusedfocal.cli import models  # noqa: F401  (registers the custom layers)
+    from fusedfocal.cli.stages import models  # noqa: F401  (registers the custom layers)
 
     model = keras.saving.load_model(run / "model.keras", compile=False)
     assert all(np.isfinite(w).all() for w in model.get_weights())  # the kept weights, not the NaN ones

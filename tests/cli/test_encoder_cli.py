@@ -17,8 +17,8 @@ pytest.importorskip("keras_hub", reason="KerasHub is the optional [hub] extra")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hubtools import tiny_preset  # noqa: E402
 
-from fusedfocal.cli import encoder  # noqa: E402
-from fusedfocal.cli import rundir  # noqa: E402
+from fusedfocal.cli.stages import encoder  # noqa: E402
+from fusedfocal.cli.store import rundir  # noqa: E402
 
 # 192 training documents in 6 batches of 32 an epoch: the time is the backbone's load and the step's trace
 QUICK = ["--epochs", "2", "--batch-size", "32", "--val-size", "48", "--max-length", "32", "--verbose", "0"]

@@ -1,4 +1,4 @@
-"""FusedAdam (fusedfocal.cli.optim): Keras 3 Adam's update in TensorFlow's one fused kernel, the same
+"""FusedAdam (fusedfocal.cli.stages.optim): Keras 3 Adam's update in TensorFlow's one fused kernel, the same
 numbers as keras.optimizers.Adam."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import keras
 
-from fusedfocal.cli.optim import FusedAdam
+from fusedfocal.cli.stages.optim import FusedAdam
 
 
 def _run(cls, grads, w0, **kw):
@@ -77,7 +77,7 @@ def test_one_model_after_another():
 
 def test_the_command_line_uses_it_where_the_step_has_no_xla():
     from fusedfocal.cli.parser import build_parser
-    from fusedfocal.cli.train import _optimizer
+    from fusedfocal.cli.commands.train import _optimizer
 
     parser = build_parser()[0]
 

@@ -69,7 +69,7 @@ def test_fused_model_has_no_dense_logits(fused_run, xmc_data):
     import keras
 
     from fusedfocal import keras as fk
-    from fusedfocal.cli import models  # noqa: F401  (custom layers)
+    from fusedfocal.cli.stages import models  # noqa: F401  (custom layers)
 
     model = keras.saving.load_model(fused_run / "model.keras", compile=False)
     assert isinstance(model, fk.FocalHeadModel) and model.head.num_labels == xmc_data["num_labels"]
@@ -104,7 +104,7 @@ def _args(*argv):
 
 @pytest.mark.parametrize("above,head,fmt", [(100, "fused", "padded_ids"), (1000, "dense", "multi_hot")])
 def test_head_auto_picks_by_label_count(xmc_data, above, head, fmt):
-    from fusedfocal.cli.prepare import prepare
+    from fusedfocal.cli.stages.prepare import prepare
 
     prep = prepare(_args("--data", xmc_data["train"], "--fused-head-above", above, *FAST))
     assert prep.head == head and prep.pipeline.config.label_format == fmt
@@ -112,7 +112,7 @@ def test_head_auto_picks_by_label_count(xmc_data, above, head, fmt):
 
 
 def test_head_default_threshold():
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     args = _args()
     assert args.head == "auto" and args.fused_head_above == 4096
@@ -155,7 +155,7 @@ def test_fused_errors_name_the_flag(xmc_data, tmp_path, capsys, argv, flag, text
 def test_resume_fused_run(xmc_data, tmp_path, monkeypatch):
     """The issue-21 checkpoints work with FocalHeadModel: stopped after epoch 1's checkpoint, resumed,
     the run ends as an uninterrupted one (--deterministic)."""
-    from fusedfocal.cli.rundir import InjectedFault
+    from fusedfocal.cli.store.rundir import InjectedFault
 
     flags = [a for a in FAST]
     flags[flags.index("--epochs") + 1] = "3"
@@ -180,7 +180,7 @@ def test_resume_fused_run(xmc_data, tmp_path, monkeypatch):
 
 
 def test_top_k_metrics_recall_by_group():
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     top = np.array([[0, 1, 2, 3, 4], [5, 0, 1, 2, 3]])
     true = [np.array([0, 5]), np.array([5, 9])]
@@ -193,7 +193,7 @@ def test_top_k_metrics_recall_by_group():
 
 def test_head_kwargs_match_the_dense_losses():
     from fusedfocal import losses
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     counts, n = np.array([50, 5, 0]), 100
     la = fused.head_kwargs("la", {"tau": (0.5, "--loss-param")}, counts, n)
@@ -209,14 +209,14 @@ def test_head_kwargs_match_the_dense_losses():
 def test_compare_resume_keeps_finished_fused_runs(xmc_data, tmp_path, monkeypatch):
     """A fused comparison stopped inside its second loss resumes it and keeps the first (read back
     from its metrics.json: a fused run has no [N, C] scores to recompute)."""
-    from fusedfocal.cli import rundir
-    from fusedfocal.cli.rundir import InjectedFault
+    from fusedfocal.cli.store import rundir, safe
+    from fusedfocal.cli.store.rundir import InjectedFault
 
     out = tmp_path / "cmp"
     flags = [a for a in FAST]
     flags[flags.index("--epochs") + 1] = "1"
     argv = ["compare", "--losses", "bce,la", "--head", "fused", "--data", xmc_data["train"], "--out", out, *flags]
-    monkeypatch.setattr(rundir, "_FAULT_HITS", {})  # POINT#K counts the hits of this process
+    monkeypatch.setattr(safe, "_FAULT_HITS", {})  # POINT#K counts the hits of this process
     monkeypatch.setenv("FUSEDFOCAL_FAULT", "checkpoint-1#2")
     monkeypatch.setenv("FUSEDFOCAL_FAULT_ACTION", "raise")
     with pytest.raises(InjectedFault):
@@ -233,8 +233,8 @@ def test_compare_resume_keeps_finished_fused_runs(xmc_data, tmp_path, monkeypatc
 def test_build_fused_model_bias_at_priors_and_no_dense_logits(xmc_data, model):
     import keras
 
-    from fusedfocal.cli import fused, models
-    from fusedfocal.cli.prepare import prepare
+    from fusedfocal.cli.stages import fused, models
+    from fusedfocal.cli.stages.prepare import prepare
 
     args = _args("--data", xmc_data["train"], "--head", "fused", *FAST, "--model", model, "--ngram-hidden", "32")
     prep = prepare(args)

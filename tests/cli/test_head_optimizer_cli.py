@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from clitools import cli, cli_subprocess
 
-from fusedfocal.cli import fused
-from fusedfocal.cli import settings as st
+from fusedfocal.cli.stages import fused
+from fusedfocal.cli.resolve import settings as st
 from fusedfocal.cli.parser import build_parser
 from fusedfocal.data import synthetic_xmc_splits, write_jsonl
 
@@ -128,7 +128,7 @@ def _stored_kernel(h5_bytes):
 
 @pytest.mark.slow
 def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, monkeypatch, capsys):
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir
 
     common = ["--head", "fused", "--loss", "bce", "--head-optimizer", "sgd", "--head-dtype", "bfloat16",
               "--data", xmc_data["train"], "--eval", xmc_data["test"], "--deterministic", "--patience", "0", *FAST]
@@ -180,7 +180,7 @@ def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, mon
     assert size == 2 and shape == (b["labels"], 32)  # [C, H] in bfloat16
     import keras
 
-    from fusedfocal.cli import models  # noqa: F401  (custom layers)
+    from fusedfocal.cli.stages import models  # noqa: F401  (custom layers)
 
     model = keras.saving.load_model(run / "model.keras", compile=False)
     assert model.head.weight_dtype == "bfloat16" and model.head.head_optimizer.update.optimizer == "sgd"

@@ -1,5 +1,5 @@
 """Issue 28: ``la`` is BCE plus a post-hoc prior correction, whose strength the CLI picks on
-validation (``fusedfocal.cli.posthoc``)."""
+validation (``fusedfocal.cli.stages.posthoc``)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class _Model:
 
 
 def test_the_best_correction_is_recorded_and_folded():
-    from fusedfocal.cli import posthoc
+    from fusedfocal.cli.stages import posthoc
 
     lo = np.log(np.array([0.02, 0.3]) / (1 - np.array([0.02, 0.3])))
     corr = posthoc.LaCorrection(lo, 1.0, "fused")
@@ -78,7 +78,7 @@ def test_la_runs_choose_fold_and_keep_the_correction(tiny_data, tmp_path, capsys
     captured = capsys.readouterr()
     assert "la: prior correction t=" in captured.out + captured.err
     m = json.loads((run / "metrics.json").read_text())
-    from fusedfocal.cli.posthoc import TAUS
+    from fusedfocal.cli.stages.posthoc import TAUS
 
     assert m["la_correction"]["tau"] in TAUS and m["la_correction"]["trained_tau"] == 1.0
     assert all(e["val_la_tau"] in TAUS for e in m["epochs"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusedfocal.cli import metrics as ev
-from fusedfocal.cli import report
+from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli.store import report
 
 
 def test_micro_macro_match_hand_counts():

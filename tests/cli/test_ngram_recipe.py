@@ -22,7 +22,7 @@ def test_reuters_ngram_recipe_trains_all_five_losses(tiny_data, tmp_path):
     out = tmp_path / "cmp"
     assert cli("compare", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", out,
                *RECIPE) == 0
-    from fusedfocal.cli.rundir import load_run
+    from fusedfocal.cli.stages.load import load_run
 
     runs = sorted((out / "runs").iterdir())
     assert [p.name.split("-")[0] for p in runs] == sorted(["bce", "focal", "asl", "db", "la"])

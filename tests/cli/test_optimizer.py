@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from clitools import FAST, cli
 
-from fusedfocal.cli.train import _optimizer
+from fusedfocal.cli.commands.train import _optimizer
 
 
 def _args(**kw):

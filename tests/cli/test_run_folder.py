@@ -2,7 +2,7 @@
 then --resume (every epoch logged once, the same final files), deterministic resume equal to an
 uninterrupted run, and compare --resume.
 
-Faults come from the FUSEDFOCAL_FAULT hook (fusedfocal.cli.rundir.fault): in-process with
+Faults come from the FUSEDFOCAL_FAULT hook (fusedfocal.cli.store.rundir.fault): in-process with
 FUSEDFOCAL_FAULT_ACTION=raise (fast), and as a real SIGKILL of a subprocess."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 import pytest
 from clitools import FAST, cli, cli_subprocess, final_files
 
-from fusedfocal.cli import rundir
-from fusedfocal.cli.rundir import InjectedFault
+from fusedfocal.cli.store import rundir, safe
+from fusedfocal.cli.store.rundir import InjectedFault
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +37,7 @@ def _no_prepare(*args, **kwargs):
 
 def _faulted(monkeypatch, point, fn):
     """Runs ``fn`` with the fault ``point`` armed (raise mode); asserts the fault fired."""
-    rundir._FAULT_HITS.clear()
+    safe._FAULT_HITS.clear()
     monkeypatch.setenv(rundir.FAULT_ENV, point)
     monkeypatch.setenv(rundir.FAULT_ACTION_ENV, "raise")
     with pytest.raises(InjectedFault):
@@ -138,7 +138,7 @@ def test_finished_or_started_run_is_never_replaced_without_overwrite(tiny_data, 
     assert "argument --out:" in err and "holds a finished run" in err and "--overwrite" in err and "--resume" in err
     assert (run / "metrics.json").read_bytes() == before
     with monkeypatch.context() as m:  # refused before the data is read and tokenized, not minutes later
-        m.setattr("fusedfocal.cli.train.prepare", _no_prepare)
+        m.setattr("fusedfocal.cli.commands.train.prepare", _no_prepare)
         assert _train(tiny_data, run, "--epochs", "1", "--loss", "focal") == 2
         assert "holds a finished run" in capsys.readouterr().err
     assert cli("train", "--out", run, "--resume") == 0 and "already finished" in capsys.readouterr().err
@@ -162,7 +162,7 @@ def test_compare_resume_skips_finished_losses(tiny_data, tmp_path, monkeypatch, 
     assert not (out / "comparison.json").exists()
     assert cli(*argv) == 2 and "holds a started run" in capsys.readouterr().err  # not continued silently
     with monkeypatch.context() as m:  # and refused before any data preparation
-        m.setattr("fusedfocal.cli.compare.prepare", _no_prepare)
+        m.setattr("fusedfocal.cli.commands.compare.prepare", _no_prepare)
         assert cli(*argv) == 2 and "holds a started run" in capsys.readouterr().err
     assert cli("compare", "--out", out, "--resume") == 0
     err = capsys.readouterr().err

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from clitools import FAST, cli
 
-from fusedfocal.cli import metrics as ev
-from fusedfocal.cli import ngram, report, rundir
-from fusedfocal.cli.rundir import InjectedFault
+from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli.stages import ngram
+from fusedfocal.cli.store import report, rundir, safe
+from fusedfocal.cli.store.rundir import InjectedFault
 
 
 # ----------------------------------------------------------------------------- fast
@@ -130,7 +131,7 @@ def test_resume_keeps_the_best_epoch_of_an_uninterrupted_run(tiny_data, tmp_path
     flags = ["--data", tiny_data["train"], "--eval", tiny_data["test"], "--loss", "bce", "--deterministic",
              "--select", "val_loss", "--patience", "0", *_ngram_flags(4)]
     assert cli("train", "--out", tmp_path / "ref", *flags) == 0
-    rundir._FAULT_HITS.clear()
+    safe._FAULT_HITS.clear()
     monkeypatch.setenv(rundir.FAULT_ENV, "checkpoint-3")
     monkeypatch.setenv(rundir.FAULT_ACTION_ENV, "raise")
     with pytest.raises(InjectedFault):
@@ -170,8 +171,8 @@ def test_compare_seeds_reports_mean_and_sd(tiny_data, tmp_path, capsys):
 def test_prediction_does_not_retrace(trained_run, tiny_data):
     # Runs after the training tests above in one process: a tf.function per model used to be traced
     # once per model and per batch shape, and TensorFlow warned after five traces of its code.
-    from fusedfocal.cli.rundir import load_run
-    from fusedfocal.cli.models import predict_scores
+    from fusedfocal.cli.stages.load import load_run
+    from fusedfocal.cli.stages.models import predict_scores
 
     model, pipe, _, _ = load_run(trained_run)
     records = []

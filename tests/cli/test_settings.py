@@ -1,4 +1,4 @@
-"""Settings chosen from the data (issue 20): the rules of fusedfocal.cli.settings on corpora of
+"""Settings chosen from the data (issue 20): the rules of fusedfocal.cli.resolve.settings on corpora of
 different lengths and label counts, their block and config.json, their reuse by --resume, and a
 learning rate that does not depend on the number of labels."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from clitools import cli
 
-from fusedfocal.cli import settings as st
+from fusedfocal.cli.resolve import settings as st
 from fusedfocal.cli.parser import build_parser
 from fusedfocal.data import synthetic_corpus, write_jsonl
 
@@ -103,7 +103,7 @@ def corpora(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["short20", "long50"])
 def test_prepare_resolves_what_the_rules_say(corpora, name):
-    from fusedfocal.cli.prepare import prepare
+    from fusedfocal.cli.stages.prepare import prepare
 
     path, texts, labels = corpora[name]
     args = _args("--data", path, "--val-size", "40")
@@ -126,7 +126,7 @@ def test_prepare_resolves_what_the_rules_say(corpora, name):
 # ----------------------------------------------------------------------------- stored, and reused by --resume
 @pytest.mark.slow
 def test_settings_are_stored_and_reused_by_resume(tiny_data, tmp_path, monkeypatch, capsys):
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir
 
     run = tmp_path / "run"
     monkeypatch.setenv(rundir.FAULT_ENV, "checkpoint-1")

@@ -15,7 +15,7 @@ import signal
 import pytest
 from clitools import FAST, cli, cli_subprocess, final_files
 
-from fusedfocal.cli import rundir
+from fusedfocal.cli.store import rundir
 
 pytestmark = pytest.mark.slow
 

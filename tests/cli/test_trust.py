@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fusedfocal.cli import trust
+from fusedfocal.cli.store import trust
 
 
 def sel(best, trained, stopped=False):
@@ -81,7 +81,7 @@ def test_fused_comparison_uses_p_at_1():
 def test_truncation_is_counted_and_warned(capsys):
     """--max-length cuts documents only with a count and a warning (prepare.truncation_report)."""
     from fusedfocal import data
-    from fusedfocal.cli.prepare import truncation_report
+    from fusedfocal.cli.stages.prepare import truncation_report
 
     texts = ["one two three", "a b c d e f g h i j k l m n o p", "x"]
     config = data.PipelineConfig(max_length=8, batch_size=2, vocab_size=200)

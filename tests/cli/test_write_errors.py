@@ -17,7 +17,7 @@ import uuid
 import pytest
 from clitools import FAST, cli, cli_subprocess, final_files
 
-from fusedfocal.cli import rundir
+from fusedfocal.cli.store import rundir, safe
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +50,7 @@ SITES = [
 def test_write_error_at_each_site_then_resume(point, operation, newest, tiny_data, tmp_path, monkeypatch, capsys,
                                               reference):
     run = tmp_path / "run"
-    rundir._FAULT_HITS.clear()
+    safe._FAULT_HITS.clear()
     monkeypatch.setenv(rundir.FAULT_ENV, point)
     assert _train(tiny_data, run) == 4
     err = capsys.readouterr().err
@@ -77,7 +77,7 @@ def test_write_error_at_each_site_then_resume(point, operation, newest, tiny_dat
 
 @pytest.mark.parametrize("name", ["EDQUOT", "EROFS", "EACCES"])
 def test_other_write_errors_name_their_cause(name, tiny_data, tmp_path, monkeypatch, capsys):
-    rundir._FAULT_HITS.clear()
+    safe._FAULT_HITS.clear()
     monkeypatch.setenv(rundir.FAULT_ENV, "write-checkpoint-1")
     monkeypatch.setenv(rundir.FAULT_ERRNO_ENV, name)
     assert _train(tiny_data, tmp_path / "run", "--epochs", "1") == 4

@@ -69,31 +69,33 @@ def _dispatch(args, argv, sub):
     try:
         _configure_logical_cpus()
         if args.command == "train":
-            from fusedfocal.cli import rundir, train
+            from fusedfocal.cli.store import rundir
+            from fusedfocal.cli.commands import train
 
             if args.resume:
                 args = rundir.resume_args(sub, argv[1:], args)
             train.cmd_train(args)
         elif args.command == "compare":
-            from fusedfocal.cli import compare, rundir
+            from fusedfocal.cli.commands import compare
+            from fusedfocal.cli.store import rundir
 
             if args.resume:
                 args = rundir.resume_args(sub, argv[1:], args)
             compare.cmd_compare(args)
         elif args.command == "evaluate":
-            from fusedfocal.cli import evaluate
+            from fusedfocal.cli.commands import evaluate
 
             evaluate.cmd_evaluate(args)
         elif args.command == "info":
-            from fusedfocal.cli import info_cmd
+            from fusedfocal.cli.commands import info as info_cmd
 
             return info_cmd.cmd_info(args)
         elif args.command == "profile":
-            from fusedfocal.cli import profile_cmd
+            from fusedfocal.cli.commands import profile as profile_cmd
 
             profile_cmd.cmd_profile(args)
         else:
-            from fusedfocal.cli import evaluate
+            from fusedfocal.cli.commands import evaluate
 
             evaluate.cmd_predict(args)
     except CLIError as e:

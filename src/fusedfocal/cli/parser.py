@@ -317,10 +317,10 @@ def build_parser():
                                                        "default 5)")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     _add_encoder_flag(p, training=False)
-    from fusedfocal.cli import profile_cmd
+    from fusedfocal.cli.commands import profile as profile_cmd
 
     pr = profile_cmd.add_parser(sub)
-    from fusedfocal.cli import info_cmd
+    from fusedfocal.cli.commands import info as info_cmd
 
     i = info_cmd.add_parser(sub)
     return parser, {"train": t, "compare": c, "evaluate": e, "predict": p, "profile": pr, "info": i}

@@ -34,7 +34,7 @@ _BEST = re.compile(r"^best-epoch-(\d{4,})\.weights\.h5$")
 
 def validation_scores(model, pipeline, texts, y, predict_scores):
     """``{"val_macro_f1", "val_micro_f1", "val_threshold", "val_loss"}`` of ``model`` on ``(texts, y)``."""
-    from fusedfocal.cli import metrics as ev
+    from fusedfocal.cli.stages import metrics as ev
 
     scores, logits = predict_scores(model, pipeline, texts, return_logits=True)
     g, _, _ = ev.tune_thresholds(scores, y)
@@ -77,7 +77,7 @@ def BestEpoch(select, patience, score_fn, backup_dir, records, log=print):
     checkpoint callback, so the scores are in the record that is checkpointed."""
     import keras
 
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir
 
     key, higher = MONITORS[select]
     backup_dir = Path(backup_dir)
@@ -123,7 +123,7 @@ def BestEpoch(select, patience, score_fn, backup_dir, records, log=print):
                 return
             if _better(logs[key], self.best_score, higher) if self.best_score is not None else \
                     _better(logs[key], float("-inf") if higher else float("inf"), higher):
-                from fusedfocal.cli import checkpoints
+                from fusedfocal.cli.store import checkpoints
 
                 backup_dir.mkdir(parents=True, exist_ok=True)
                 final = self._path(epoch + 1)

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fusedfocal.cli import rundir
-from fusedfocal.cli.encoder import check_run_encoder
+from fusedfocal.cli.stages import load
+from fusedfocal.cli.store import rundir
+from fusedfocal.cli.stages.encoder import check_run_encoder
 from fusedfocal.cli.errors import CLIError
 
 
 def cmd_evaluate(args):
-    from fusedfocal.cli import metrics as ev
-    from fusedfocal.cli import report
-    from fusedfocal.cli.models import predict_scores
-    from fusedfocal.cli.prepare import read_labelled
+    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli.store import report
+    from fusedfocal.cli.stages.models import predict_scores
+    from fusedfocal.cli.stages.prepare import read_labelled
 
-    model, pipe, thresholds, cfg = rundir.load_run(args.run_dir)
+    model, pipe, thresholds, cfg = load.load_run(args.run_dir)
     check_run_encoder(getattr(args, "encoder", None), cfg, args.run_dir)
     stored = cfg["args"]
     for key in ("text_field", "labels_field", "label_separator", "split_string_labels"):
@@ -61,8 +62,9 @@ def cmd_evaluate(args):
 def _evaluate_fused(args, model, pipe, stored, texts, label_lists):
     """``evaluate`` of a fused-head run: P@k, nDCG@k, PSP@k and recall@5 by label group from the
     head's top 5, with the propensities and label groups of the run's training counts."""
-    from fusedfocal.cli import fused, report
-    from fusedfocal.cli import metrics as ev
+    from fusedfocal.cli.stages import fused
+    from fusedfocal.cli.store import report
+    from fusedfocal.cli.stages import metrics as ev
 
     labels = pipe.label_vocab
     true_ids, unknown = fused.label_ids(labels, label_lists)
@@ -123,9 +125,9 @@ def _read_texts(path, field):
 
 
 def cmd_predict(args):
-    from fusedfocal.cli.models import predict_scores
+    from fusedfocal.cli.stages.models import predict_scores
 
-    model, pipe, thresholds, cfg = rundir.load_run(args.run_dir)
+    model, pipe, thresholds, cfg = load.load_run(args.run_dir)
     check_run_encoder(getattr(args, "encoder", None), cfg, args.run_dir)
     texts = list(args.texts)
     for i, text in enumerate(texts, 1):
@@ -157,7 +159,7 @@ def cmd_predict(args):
 
 
 def _predict_fused(args, model, pipe, texts, names):
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
     from fusedfocal.cli.errors import log
 
     k = min(args.top_k or fused.K, len(names))

@@ -9,7 +9,7 @@
   pooling, dense logits.
 * ``ngram``: TF-IDF (or log-count) weighted WordPiece unigrams and bigrams
   built in the graph with tensorflow-text, a linear or one-hidden-layer head
-  (:mod:`fusedfocal.cli.ngram`); its statistics come from ``fit_ids``.
+  (:mod:`fusedfocal.cli.stages.ngram`); its statistics come from ``fit_ids``.
 
 The logits layer always computes in float32 (mixed precision keeps the loss
 exact). With ``prior_bias=True`` its bias starts at ``log(p / (1 - p))`` for
@@ -23,9 +23,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from fusedfocal.cli import ngram as _ngram  # noqa: F401  (registers NgramBag for load_model)
-from fusedfocal.cli import optim as _optim  # noqa: F401  (registers FusedAdam for load_model)
-from fusedfocal.cli.priors import PRIOR_EPS, prior_initializer
+from fusedfocal.cli.stages import ngram as _ngram  # noqa: F401  (registers NgramBag for load_model)
+from fusedfocal.cli.stages import optim as _optim  # noqa: F401  (registers FusedAdam for load_model)
+from fusedfocal.cli.stages.priors import PRIOR_EPS, prior_initializer
 
 __all__ = ["MODELS", "build_model", "prior_logits", "predict_scores"]
 
@@ -33,7 +33,7 @@ MODELS = ("cnn", "fasttext", "transformer", "ngram")
 
 
 def prior_logits(priors, eps=PRIOR_EPS):
-    """The bias of :func:`fusedfocal.cli.priors.prior_initializer` as a float32 vector."""
+    """The bias of :func:`fusedfocal.cli.stages.priors.prior_initializer` as a float32 vector."""
     return np.asarray(prior_initializer(priors, eps).bias, np.float32)
 
 
@@ -95,12 +95,12 @@ def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_
       ngram_weighting: ngram: ``"tfidf"`` or ``"logcount"``.
       features_only: Return the encoder alone, features ``[B, H]`` after the dropout, without the
         logits layer (no ``[H, C]`` kernel is created): the fused head's encoder
-        (:mod:`fusedfocal.cli.fused`). ngram needs ``ngram_hidden > 0`` then.
+        (:mod:`fusedfocal.cli.stages.fused`). ngram needs ``ngram_hidden > 0`` then.
     """
     if name not in MODELS:
         raise ValueError(f"Invalid value for argument `model`. Expected one of {list(MODELS)}. Received: {name!r}")
     if name == "ngram":
-        from fusedfocal.cli import ngram
+        from fusedfocal.cli.stages import ngram
 
         if fit_ids is None:
             raise ValueError("Invalid value for argument `fit_ids`. Expected the training token ids [N, T] for "

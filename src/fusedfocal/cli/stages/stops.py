@@ -164,7 +164,7 @@ def nan_fault_loss(loss, points_env):
     import keras
     import tensorflow as tf
 
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir
 
     poison = tf.Variable(1.0, trainable=False, dtype=tf.float32, name="fault_poison")
 

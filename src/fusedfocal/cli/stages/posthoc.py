@@ -70,7 +70,7 @@ class LaCorrection:
         over :data:`TAUS`, and ``val_la_tau`` says at which ``t``. ``scores_at(model)`` returns
         ``t -> scores`` (the dense head shifts its validation logits once predicted); by default
         the bias is shifted and ``base_fn`` called again (the fused head's top-k)."""
-        from fusedfocal.cli import select as sel
+        from fusedfocal.cli.stages import select as sel
 
         key = sel.MONITORS[select][0] if select in ("macro_f1", "micro_f1", "p@1", "ndcg@5") else (
             "val_p@1" if self.head == "fused" else "val_macro_f1")
@@ -127,8 +127,8 @@ def la_correction(loss_name, loss_params, fit_counts, fit_docs, head):
 def validation_score_fn(prep, loss_name, loss_params, select, predict_scores):
     """``(score_fn, correction)``: the selector's per-epoch validation scores (top-k on the fused
     head, thresholded F1 on the dense one) and ``la``'s :class:`LaCorrection` (None for the others)."""
-    from fusedfocal.cli import fused
-    from fusedfocal.cli import select as sel
+    from fusedfocal.cli.stages import fused
+    from fusedfocal.cli.stages import select as sel
 
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab
     if prep.head == "fused":  # top-k on validation: P@1, P@5, nDCG@5 (never [N, C] scores)

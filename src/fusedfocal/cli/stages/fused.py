@@ -16,7 +16,7 @@ the model is the usual encoder without its Dense logits layer, followed by
 * **evaluation**: the head's top-:data:`K` (chunked :func:`fusedfocal.ops.linear_top_k`) on the
   validation and evaluation splits, and from it P@k, nDCG@k, PSP@k (:mod:`fusedfocal.metrics_xmc`,
   propensities from the label vocabulary's training counts) and recall@5 per label group
-  (``--groups``, as :func:`fusedfocal.cli.metrics.resolve_groups` resolves them). No thresholds:
+  (``--groups``, as :func:`fusedfocal.cli.stages.metrics.resolve_groups` resolves them). No thresholds:
   a fused run has no ``thresholds.json``, and ``predict`` prints the top-k;
 * **selection**: the best epoch by validation P@1 (``--select p@1``, the default on this path), or
   nDCG@5, the validation loss or the last epoch.
@@ -26,8 +26,8 @@ the model is the usual encoder without its Dense logits layer, followed by
   command line's momentum 0.9, Adam with the run's ``--adam-epsilon``, both with ``--weight-decay``
   and ``--seed`` for the stochastic rounding) at ``--head-learning-rate``; ``--head-dtype float32``
   (default) or ``bfloat16`` weights. :func:`check_head_flags` refuses them on the dense head and a
-  fused update under a strategy with several replicas; :mod:`fusedfocal.cli.settings` chooses the
-  defaults (:func:`~fusedfocal.cli.settings.resolve_head`).
+  fused update under a strategy with several replicas; :mod:`fusedfocal.cli.resolve.settings` chooses the
+  defaults (:func:`~fusedfocal.cli.resolve.settings.resolve_head`).
 
 Why 4096: up to EUR-Lex's size (about 4K labels) the dense path's per-label thresholds and macro-F1
 are meaningful and cheap (issue 13 measured the loss at 1-3% of a step at 4,096 labels); beyond
@@ -209,7 +209,7 @@ def resolve_select(select, head):
 def head_kwargs(name, params, class_counts, num_docs, flag="--loss"):
     """The :class:`~fusedfocal.keras.FocalHead` loss arguments of loss ``name`` (checked by
     :func:`check_loss`) with ``params`` (``{param: (value, flag)}``); counts as the dense path's
-    :func:`fusedfocal.cli.lossargs.build_loss` takes them (a label without fit documents counts 1)."""
+    :func:`fusedfocal.cli.stages.lossargs.build_loss` takes them (a label without fit documents counts 1)."""
     from fusedfocal import _registry, losses
 
     check_loss(name, flag)
@@ -257,7 +257,7 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
     import tensorflow as tf
 
     from fusedfocal import keras as fk
-    from fusedfocal.cli import models
+    from fusedfocal.cli.stages import models
 
     pipe = prep.pipeline
     kw = head_kwargs(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
@@ -311,7 +311,7 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
 
 def predict_top_k(model, pipeline, texts, k=K, batch_size=256):
     """``(ids int64 [N, k], scores float32 [N, k])``: the head's top-k, best first, computed eagerly
-    batch by batch as :func:`fusedfocal.cli.models.predict_scores` does (locally on this worker)."""
+    batch by batch as :func:`fusedfocal.cli.stages.models.predict_scores` does (locally on this worker)."""
     ids, scores = [], []
     head = model.head
     saved, head.top_k = head.top_k, int(k)
@@ -347,7 +347,7 @@ def top_k_metrics(top_ids, true_ids, *, train_counts, train_docs, boundaries):
     """P@k, nDCG@k, PSP@k (k in :data:`KS`) and ``recall@5`` pooled over the (document, true label)
     pairs of all labels and of each label group; fractions in [0, 1] as every metric of the CLI."""
     from fusedfocal import metrics_xmc
-    from fusedfocal.cli import metrics as ev
+    from fusedfocal.cli.stages import metrics as ev
 
     k = max(KS)
     out = metrics_xmc.xmc_metrics(top_ids, true_ids, ks=KS, label_counts=train_counts, num_docs=max(train_docs, 3))
@@ -383,9 +383,9 @@ def validation_scores(model, pipeline, texts, true_ids):
 def run_result(args, prep, model, loss_name, loss_params, records, *, selection, train_seconds, replicas,
                jit_compile):
     """The ``metrics.json`` of a fused run: the top-k metrics on the evaluation split (and on
-    validation), with the same bookkeeping as :func:`fusedfocal.cli.results.run_result`."""
-    from fusedfocal.cli import metrics as ev
-    from fusedfocal.cli.results import history_keys, result_head
+    validation), with the same bookkeeping as :func:`fusedfocal.cli.stages.results.run_result`."""
+    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli.stages.results import history_keys, result_head
 
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab
     groups, group_rule = ev.resolve_groups(args.groups, labels.counts)

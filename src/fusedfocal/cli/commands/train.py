@@ -1,8 +1,8 @@
 """``fusedfocal train``: prepare the data, build the model and loss, train, evaluate, write the run folder.
 
-The stages are modules of their own, shared with ``compare``: :mod:`~fusedfocal.cli.prepare` (data),
-:mod:`~fusedfocal.cli.lossargs` (loss), :mod:`~fusedfocal.cli.runtime` (strategy and runtime),
-:mod:`~fusedfocal.cli.rundir` and :mod:`~fusedfocal.cli.checkpoints` (the run folder).
+The stages are modules of their own, shared with ``compare``: :mod:`~fusedfocal.cli.stages.prepare` (data),
+:mod:`~fusedfocal.cli.stages.lossargs` (loss), :mod:`~fusedfocal.cli.stages.runtime` (strategy and runtime),
+:mod:`~fusedfocal.cli.store.rundir` and :mod:`~fusedfocal.cli.store.checkpoints` (the run folder).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fusedfocal.cli import checkpoints as ckpt
-from fusedfocal.cli import logs, results, rundir, stops
+from fusedfocal.cli.store import checkpoints as ckpt
+from fusedfocal.cli.store import logs, rundir
+from fusedfocal.cli.stages import results, stops
 from fusedfocal.cli.errors import CLIError, Diverged, RunEnded, log
-from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params
-from fusedfocal.cli.prepare import prepare
-from fusedfocal.cli.runtime import is_chief, make_strategy, setup_runtime, use_jit
+from fusedfocal.cli.stages.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params
+from fusedfocal.cli.stages.prepare import prepare
+from fusedfocal.cli.stages.runtime import is_chief, make_strategy, setup_runtime, use_jit
 
 __all__ = ["train_run", "cmd_train", "epoch_order", "check_head_early"]
 
@@ -35,13 +36,13 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
     it returns NaN at that batch; the callback class that arms it is appended to ``fault_callbacks``."""
     import os
 
-    from fusedfocal.cli import encoder, models
+    from fusedfocal.cli.stages import encoder, models
 
     if getattr(args, "encoder", None):  # a KerasHub backbone, fine-tuned with either head (cli/encoder.py)
         with strategy.scope():
             return encoder.build_model(args, prep, loss_name, loss_params, use_jit(args))
     if prep.head == "fused":  # the encoder + FocalHead; its loss is the head's (no fault loss to wrap)
-        from fusedfocal.cli import fused
+        from fusedfocal.cli.stages import fused
 
         with strategy.scope():
             return fused.build_model(args, prep, loss_name, loss_params, _optimizer(args), use_jit(args))
@@ -73,11 +74,11 @@ def build(args, prep, loss_name, loss_params, strategy, fault_callbacks=None):
 
 def _optimizer(args):
     """``--optimizer`` at ``--learning-rate`` (SGD with momentum 0.9; Adam with ``--adam-epsilon``,
-    as :class:`~fusedfocal.cli.optim.FusedAdam` where the train step runs without XLA), with
+    as :class:`~fusedfocal.cli.stages.optim.FusedAdam` where the train step runs without XLA), with
     Keras' decoupled ``weight_decay`` when ``--weight-decay`` > 0."""
     import keras
 
-    from fusedfocal.cli.optim import FusedAdam
+    from fusedfocal.cli.stages.optim import FusedAdam
 
     wd = float(getattr(args, "weight_decay", 0.0) or 0.0) or None
     if getattr(args, "optimizer", "adam") == "sgd":
@@ -98,7 +99,9 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
 
     import keras
 
-    from fusedfocal.cli import models, report
+    from fusedfocal.cli.stages import models
+
+    from fusedfocal.cli.store import report
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     run_dir = Path(run_dir)
@@ -124,7 +127,7 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         shutil.rmtree(work_dir / rundir.LOGS_DIR, ignore_errors=True)
 
     fault_callbacks = []
-    from fusedfocal.cli import encoder
+    from fusedfocal.cli.stages import encoder
 
     encoder.into_run(args, prep, run_dir, chief=chief, resume=resume)  # --encoder: the preset into RUN_DIR/encoder/
     model = build(args, prep, loss_name, loss_params, strategy, fault_callbacks)
@@ -205,9 +208,9 @@ def train_run(args, prep, loss_name, loss_params, run_dir, *, resume=False, titl
         logs.check_profiler()
     n_steps = steps
     # Best-epoch selection and early stopping: scores every epoch on validation, before the checkpoint.
-    from fusedfocal.cli import select as sel
+    from fusedfocal.cli.stages import select as sel
 
-    from fusedfocal.cli import fused, posthoc
+    from fusedfocal.cli.stages import fused, posthoc
 
     select = fused.resolve_select(getattr(args, "select", None), prep.head)
     score_fn, la_corr = posthoc.validation_score_fn(prep, loss_name, loss_params, select, models.predict_scores)
@@ -332,7 +335,7 @@ def diverged_info(run_dir):
 
 
 def cmd_train(args):
-    from fusedfocal.cli import report
+    from fusedfocal.cli.store import report
 
     run_dir = Path(args.out)
     params = parse_loss_params(args)
@@ -343,7 +346,7 @@ def cmd_train(args):
         rundir.precheck(run_dir, rundir.RUN_FILES, resume=args.resume,
                         overwrite=getattr(args, "overwrite", False), finished=rundir.METRICS_FILE)
     check_loss_name(args.loss, "--loss")
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     if getattr(args, "head", None) == "fused":  # before minutes of data preparation
         fused.check_loss(args.loss, "--loss")
@@ -352,7 +355,7 @@ def cmd_train(args):
     check_head_early(args, run_dir)
     prep = prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
     if args.resume and not prep.settings:
-        from fusedfocal.cli import settings as st
+        from fusedfocal.cli.resolve import settings as st
 
         prep.settings = st.restored(run_dir)
     # validate before anything is written
@@ -407,7 +410,7 @@ def check_head_early(args, folder):
     comparison's, holding ``config.json``)."""
     import json
 
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     head = getattr(args, "head", None)
     fused.check_head_flags(args, "dense" if head == "dense" else "fused",

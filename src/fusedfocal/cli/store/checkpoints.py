@@ -8,12 +8,12 @@ signal writes ``backup/epoch-NNNN-batch-BBBBBB/`` after batch B of epoch N (the 
 position and the running training metrics of the epoch), and ``--resume`` continues after that batch.
 The epoch log is rewritten from the checkpoint it belongs to, so every epoch is logged exactly once
 whatever moment a run was killed at. File names and the atomic-write helpers are
-:mod:`fusedfocal.cli.rundir`'s.
+:mod:`fusedfocal.cli.store.rundir`'s.
 
 Weights are serialised to an in-memory HDF5 image and written with one plain ``write``: a full disk
-is then an ``OSError`` at a known place (:func:`fusedfocal.cli.rundir.writing`, exit status 4), not
+is then an ``OSError`` at a known place (:func:`fusedfocal.cli.store.rundir.writing`, exit status 4), not
 an HDF5 error swallowed in a destructor followed by a crash, and the free space is checked first
-(:func:`fusedfocal.cli.rundir.check_space`) against the size of that image.
+(:func:`fusedfocal.cli.store.rundir.check_space`) against the size of that image.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import shutil
 import time
 from pathlib import Path
 
-from fusedfocal.cli.rundir import BACKUP_DIR, _fsync, _fsync_dir, check_space, dumps, fault, write_text, writing
+from fusedfocal.cli.store.rundir import BACKUP_DIR, _fsync, _fsync_dir, check_space, dumps, fault, write_text, writing
 
 __all__ = ["Checkpoints", "write_epoch_log", "epoch_callback", "save_weights", "weights_image", "needed_bytes"]
 
@@ -211,7 +211,7 @@ def set_metrics_state(model, values):
 def epoch_callback(checkpoints, log_path, records, *, stop=None, steps=None, resume_at=(0, 0, None)):
     """A Keras callback: after each epoch, its log record, then the checkpoint (with every record so
     far), then ``epochs.jsonl`` rewritten from those records. Also the in-epoch fault points and, when
-    ``stop`` (a :class:`fusedfocal.cli.stops.SignalStop`) has caught a signal, the checkpoint after
+    ``stop`` (a :class:`fusedfocal.cli.stages.stops.SignalStop`) has caught a signal, the checkpoint after
     the current batch (then :class:`~fusedfocal.cli.errors.Interrupted`); after the last of the
     epoch's ``steps`` batches, the epoch's own checkpoint instead.
 

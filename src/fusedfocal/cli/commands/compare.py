@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 
-from fusedfocal.cli import metrics as ev
-from fusedfocal.cli import report, rundir, settings, trust
+from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli.stages import load
+from fusedfocal.cli.store import report, rundir, trust
+from fusedfocal.cli.resolve import settings
 from fusedfocal.cli.errors import CLIError, RunEnded, log
-from fusedfocal.cli.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
-from fusedfocal.cli.prepare import prepare
-from fusedfocal.cli.runtime import make_strategy
-from fusedfocal.cli.train import check_head_early, diverged_info, ended, train_run
+from fusedfocal.cli.stages.lossargs import build_loss, check_loss_name, loss_label, parse_loss_params, parse_value
+from fusedfocal.cli.stages.prepare import prepare
+from fusedfocal.cli.stages.runtime import make_strategy
+from fusedfocal.cli.commands.train import check_head_early, diverged_info, ended, train_run
 
 DEFAULT_LOSSES = "bce,focal,asl,db,la"
 MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validation split",
@@ -70,7 +72,7 @@ def _pr_labels(result, groups, k=2):
 
 
 def cmd_compare(args):
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     head = getattr(args, "head", None)
     specs = parse_loss_specs(args.losses or ([fused.DEFAULT_LOSSES] if head == "fused" else None))
@@ -95,7 +97,7 @@ def cmd_compare(args):
         preps[seed] = prepare(args_s, wordpiece=first.pipeline.wordpiece_vocab if first else None,
                               warn_truncation=first is None)
         if first is None:  # the settings chosen from the data hold for every seed
-            from fusedfocal.cli.encoder import SETTINGS as encoder_settings
+            from fusedfocal.cli.stages.encoder import SETTINGS as encoder_settings
 
             for name in settings.RESOLVED + settings.HEAD_SETTINGS + encoder_settings:  # --encoder's too
                 setattr(args, name, getattr(args_s, name))
@@ -144,7 +146,7 @@ def cmd_compare(args):
                         per_seed.append({"name": label, "loss": name, "diverged": info, "metrics": None})
                     elif args.resume and rundir.is_finished(run_dir):
                         log(f"{title}: finished already in {run_dir}, kept")
-                        per_seed.append(rundir.finished_result(run_dir, prep_s))
+                        per_seed.append(load.finished_result(run_dir, prep_s))
                     else:
                         resume = args.resume and (run_dir / rundir.CONFIG_FILE).exists()
                         try:
@@ -323,7 +325,7 @@ def write_comparison(args, prep, results, out, wall, labels_text, diverged=()):
 def write_fused_comparison(args, prep, results, out, wall, labels_text, diverged, diverged_md):
     """``comparison.md`` and ``comparison.json`` of a fused-head comparison: P@k, nDCG@k, PSP@k and
     recall@5 by label group from each model's top 5 (no thresholds, so no F1 and no PR curves)."""
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     groups, rule = ev.resolve_groups(args.groups, prep.pipeline.label_vocab.counts)
     counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}

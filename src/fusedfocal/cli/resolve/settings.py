@@ -230,7 +230,7 @@ def resolve_head(args, head):
     ``None`` on ``args``, in place (call after :func:`resolve`: the rate rule reads ``--optimizer``
     and ``--learning-rate``). Returns ``{name: Setting}`` in the order of :data:`HEAD_SETTINGS`;
     ``{}`` for the dense head, whose ``args`` get the defaults (any other value is refused by
-    :func:`fusedfocal.cli.fused.check_head_flags`).
+    :func:`fusedfocal.cli.stages.fused.check_head_flags`).
 
     * ``--head-dtype``: float32, today's.
     * ``--head-optimizer``: shared, today's (compile's ``--optimizer`` trains the head); with
@@ -316,7 +316,7 @@ def restored(folder):
     import json
     from pathlib import Path
 
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir
     from fusedfocal.cli.errors import log
 
     try:

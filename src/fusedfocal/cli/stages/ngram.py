@@ -27,7 +27,7 @@ that works is the hidden-layer head over unigrams only (``--ngram-hidden 256 --n
 with a WordPiece vocabulary large enough that most words are one token (``--vocab-size 30000``;
 the learner keeps about 11,100), ``--max-length 512``, batch 64, Adam 0.01 (epsilon 9e-6), at
 most 12 epochs, and the logit-adjusted BCE loss (``la``) for macro-F1: since issue 20 these are the
-command line's defaults for long documents (:mod:`fusedfocal.cli.settings`). For micro-F1 the
+command line's defaults for long documents (:mod:`fusedfocal.cli.resolve.settings`). For micro-F1 the
 recipe is the linear head (``hidden=0``) with the squared hinge loss (``hinge``) and SGD
 (``scripts/reuters_svm.sh``; 30 on the mean over 90 labels, 0.33 on the command line's summed
 loss): that is the TF-IDF + L2-SVM baseline, and it reaches its micro-F1.
@@ -198,7 +198,7 @@ def build_ngram_model(*, vocab_size, num_labels, fit_ids, priors=None, prior_bia
     ``features_only``: the hidden layer's output (after dropout), no logits (needs ``hidden > 0``)."""
     if features_only and not hidden:
         raise ValueError("Invalid value for argument `hidden`. Expected > 0 with features_only=True. Received: 0")
-    from fusedfocal.cli.priors import prior_initializer
+    from fusedfocal.cli.stages.priors import prior_initializer
 
     keys, idf = ngram_statistics(fit_ids, vocab_size, max_bigrams=max_bigrams, min_df=min_df)
     bias_init = "zeros"

@@ -8,15 +8,15 @@ priors are by the fit split, the training documents minus validation (``Prepared
 
 from __future__ import annotations
 
-from fusedfocal.cli import metrics as ev
-from fusedfocal.cli.lossargs import loss_label
+from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli.stages.lossargs import loss_label
 
 __all__ = ["tune_on_validation", "run_result", "result_head", "history_keys"]
 
 
 def tune_on_validation(model, prep):
     """``(thresholds, val_scores, val_y)``: the global and per-label thresholds (``thresholds.json``)."""
-    from fusedfocal.cli import models
+    from fusedfocal.cli.stages import models
 
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab
     val_scores = models.predict_scores(model, pipe, prep.val[0])
@@ -35,7 +35,7 @@ def tune_on_validation(model, prep):
 def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records, *, selection,
                train_seconds, replicas, jit_compile):
     """``(result, test_scores, test_y)``: the run's ``metrics.json`` and the evaluation scores."""
-    from fusedfocal.cli import models
+    from fusedfocal.cli.stages import models
 
     g = thresholds["global"]
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab

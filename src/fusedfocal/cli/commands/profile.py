@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusedfocal.cli import rundir
+from fusedfocal.cli.store import rundir
 from fusedfocal.cli.errors import CLIError
 
 __all__ = ["add_parser", "cmd_profile", "SUMMARY_FILE"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusedfocal.cli import rundir
+from fusedfocal.cli.store import rundir
 from fusedfocal.cli.errors import CLIError, log
 
 __all__ = ["Prepared", "prepare", "read_labelled", "split_validation", "SYNTHETIC"]
@@ -84,7 +84,7 @@ class Prepared:
     fit_counts: np.ndarray
     fit_docs: int
     description: str
-    head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.fused.resolve_head of --head)
+    head: str = "dense"  # "dense" or "fused" (fusedfocal.cli.stages.fused.resolve_head of --head)
     truncation: dict = dataclasses.field(default_factory=dict)  # see truncation_report
     settings: dict = dataclasses.field(default_factory=dict)  # {name: settings.Setting}, see settings.resolve
     encoder: str | None = None  # --encoder: where the build loads the preset from (cli/encoder.py)
@@ -141,7 +141,7 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
         eval_split = "validation"
     # Label names from every training document (validation included), counts = training documents.
     label_vocab = data.LabelVocab.build(labels)
-    from fusedfocal.cli import fused
+    from fusedfocal.cli.stages import fused
 
     head = fused.resolve_head(getattr(args, "head", None), len(label_vocab), getattr(args, "fused_head_above", None))
     if head == "dense":  # --head-optimizer, --head-dtype, --head-learning-rate are the fused head's
@@ -150,9 +150,9 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
             f"--head auto, which chose the dense head for {len(label_vocab)} labels (at most --fused-head-above "
             f"{getattr(args, 'fused_head_above', None) or fused.FUSED_ABOVE})"))
     # The settings not given (vocabulary size, model, max length, the model's optimizer, rate and
-    # batch size, epochs) are chosen from the data here (fusedfocal.cli.settings), before the
+    # batch size, epochs) are chosen from the data here (fusedfocal.cli.resolve.settings), before the
     # pipeline's shapes are fixed; a resumed run has them all from its config.json already.
-    from fusedfocal.cli import settings as st
+    from fusedfocal.cli.resolve import settings as st
 
     chosen = {}
     tokenizer, source = None, None
@@ -160,7 +160,7 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
         raise CLIError("--warmup", f"expected --encoder with --warmup (the warm-up of a fine-tuned encoder's "
                                    f"rate); received --warmup {args.warmup} without --encoder")
     if getattr(args, "encoder", None):  # the preset's tokenizer replaces the WordPiece learning
-        from fusedfocal.cli import encoder
+        from fusedfocal.cli.stages import encoder
 
         tokenizer, source, positions = encoder.open_tokenizer(args, run_dir)
     if run_dir is not None and (Path(run_dir) / rundir.LABEL_VOCAB_FILE).exists():

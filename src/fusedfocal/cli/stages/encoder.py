@@ -115,13 +115,13 @@ def _gpu_capabilities():
 
 def resolve(args, lengths, *, vocab_tokens, documents, val_docs, positions):
     """The settings of an ``--encoder`` run still ``None`` on ``args``, in place; returns
-    ``{name: Setting}`` (shown by :func:`fusedfocal.cli.settings.block`, stored in ``config.json``).
+    ``{name: Setting}`` (shown by :func:`fusedfocal.cli.resolve.settings.block`, stored in ``config.json``).
 
     ``--max-length`` as for every model (the 95th percentile of the preset tokenizer's tokens, up to
     the backbone's positions); the optimizer, rate, batch size and warm-up from :data:`DEFAULTS`;
-    ``--epochs`` about :data:`fusedfocal.cli.settings.STEP_BUDGET` steps within [3, 10];
+    ``--epochs`` about :data:`fusedfocal.cli.resolve.settings.STEP_BUDGET` steps within [3, 10];
     ``--mixed-precision`` by :func:`mixed_precision_rule` unless given."""
-    from fusedfocal.cli import settings as st
+    from fusedfocal.cli.resolve import settings as st
 
     if getattr(args, "model", None) not in (None, MODEL_NAME):
         raise CLIError("--model", f"expected no --model with --encoder (the encoder is the model); received "
@@ -207,8 +207,8 @@ def _optimizer(args, steps):
     import keras
 
     from fusedfocal import hub
-    from fusedfocal.cli.optim import FusedAdam
-    from fusedfocal.cli.runtime import use_jit
+    from fusedfocal.cli.stages.optim import FusedAdam
+    from fusedfocal.cli.stages.runtime import use_jit
 
     rate = hub.fine_tuning_schedule(args.learning_rate, steps, warmup_fraction=getattr(args, "warmup", None) or 0.0)
     wd = float(getattr(args, "weight_decay", 0.0) or 0.0) or None
@@ -222,12 +222,12 @@ def build_model(args, prep, loss_name, loss_params, jit_compile):
     """The compiled model of an ``--encoder`` run (call inside the strategy's scope): the backbone of
     ``prep.encoder`` (the run folder's copy) and the dense head or, with ``prep.head == "fused"``,
     :class:`fusedfocal.keras.FocalHeadModel` (the fused head's loss, rules and bias as
-    :func:`fusedfocal.cli.fused.build_model`)."""
+    :func:`fusedfocal.cli.stages.fused.build_model`)."""
     import keras
 
     from fusedfocal import hub
-    from fusedfocal.cli import fused, models
-    from fusedfocal.cli.lossargs import build_loss
+    from fusedfocal.cli.stages import fused, models
+    from fusedfocal.cli.stages.lossargs import build_loss
 
     backbone, _ = _load(prep.encoder, "--encoder", load_weights=True)
     pipe = prep.pipeline

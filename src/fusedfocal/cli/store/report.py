@@ -20,9 +20,9 @@ def fmt(value, pct=True, digits=1):
 
 
 def write_json(path, payload):
-    """Strict JSON, written atomically: :func:`fusedfocal.cli.rundir.write_json` (non-finite numbers
+    """Strict JSON, written atomically: :func:`fusedfocal.cli.store.rundir.write_json` (non-finite numbers
     as ``null``; a write error is a clear message, exit status 4)."""
-    from fusedfocal.cli import rundir
+    from fusedfocal.cli.store import rundir
 
     return rundir.write_json(path, payload)
 

@@ -1,0 +1,1 @@
+"""The commands: one thin module each, parse -> resolve -> run the stages -> report."""

@@ -1,0 +1,1 @@
+"""The resolver: the flags and the data into one typed, frozen spec."""

@@ -1,0 +1,1 @@
+"""The stages a command runs: prepare the data, build, fit, select, evaluate."""
