@@ -68,36 +68,36 @@ def _dispatch(args, argv, sub):
     command = args.command
     try:
         _configure_logical_cpus()
-        if args.command == "train":
-            from fusedfocal.cli.store import rundir
-            from fusedfocal.cli.commands import train
+        if command in ("train", "compare"):
+            from fusedfocal.cli import resolve
 
-            if args.resume:
-                args = rundir.resume_args(sub, argv[1:], args)
-            train.cmd_train(args)
-        elif args.command == "compare":
-            from fusedfocal.cli.commands import compare
-            from fusedfocal.cli.store import rundir
+            given, stored = resolve.given_flags(sub, argv[1:]), frozenset()
+            if args.resume:  # the stored spec becomes the defaults; flags given now override it
+                args, stored = resolve.resumed(sub, argv[1:], args)
+            if command == "train":
+                from fusedfocal.cli.commands import train
 
-            if args.resume:
-                args = rundir.resume_args(sub, argv[1:], args)
-            compare.cmd_compare(args)
-        elif args.command == "evaluate":
+                train.cmd_train(args, given=given, stored=stored - given)
+            else:
+                from fusedfocal.cli.commands import compare
+
+                compare.cmd_compare(args, given=given, stored=stored - given)
+        elif command == "evaluate":
             from fusedfocal.cli.commands import evaluate
 
             evaluate.cmd_evaluate(args)
-        elif args.command == "info":
-            from fusedfocal.cli.commands import info as info_cmd
+        elif command == "info":
+            from fusedfocal.cli.commands import info
 
-            return info_cmd.cmd_info(args)
-        elif args.command == "profile":
-            from fusedfocal.cli.commands import profile as profile_cmd
+            return info.cmd_info(args)
+        elif command == "profile":
+            from fusedfocal.cli.commands import profile
 
-            profile_cmd.cmd_profile(args)
+            profile.cmd_profile(args)
         else:
-            from fusedfocal.cli.commands import evaluate
+            from fusedfocal.cli.commands import predict
 
-            evaluate.cmd_predict(args)
+            predict.cmd_predict(args)
     except CLIError as e:
         sub.error(str(e))  # exits 2
     except RunEnded as e:  # diverged (3), a write error (4), a signal (128 + N): a message, no traceback

@@ -28,10 +28,11 @@ measurements behind them are in ``docs/cli.md#settings-chosen-from-the-data``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
+
+from fusedfocal.cli.spec import Setting, settings_from_json
 
 __all__ = ["Setting", "MODEL_DEFAULTS", "OPTIMIZER_RATES", "resolve_vocab", "resolve", "resolve_head", "block",
            "restored", "RESOLVED", "HEAD_SETTINGS", "HEAD_DEFAULT_WHY",
@@ -85,19 +86,6 @@ HEAD_DEFAULT_WHY = ("today's behaviour: --optimizer trains the head with the enc
                     "--head-optimizer adam --head-dtype bfloat16 (a fused update, no kernel-sized gradient) "
                     "measured the same P@1/P@5/PSP@5 with 7x less step memory on the synthetic XMC corpus, one "
                     "corpus only, so not yet the default (docs/xmc.md, the head-memory section)")
-
-
-@dataclasses.dataclass
-class Setting:
-    """One resolved setting: its value, where it came from (``"flag"``, ``"data"``, ``"model"`` or ``"default"``)
-    and why."""
-
-    value: object
-    source: str
-    why: str
-
-    def as_dict(self):
-        return {"value": self.value, "source": self.source, "why": self.why}
 
 
 def _given(args, name):
@@ -330,4 +318,4 @@ def restored(folder):
 
 def from_config(stored):
     """``{name: Setting}`` of a ``config.json``'s ``"settings"`` (``{}`` for an older run folder)."""
-    return {k: Setting(v.get("value"), v.get("source", "flag"), v.get("why", "")) for k, v in (stored or {}).items()}
+    return settings_from_json(stored)

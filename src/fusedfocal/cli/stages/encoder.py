@@ -18,7 +18,6 @@ The stages of ``train`` and ``compare`` with an encoder, each beside today's:
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ import numpy as np
 
 from fusedfocal.cli.errors import CLIError, log
 
-__all__ = ["ENCODER_DIR", "MODEL_NAME", "DEFAULTS", "SETTINGS", "keras_hub_or_error", "open_tokenizer", "resolve",
+__all__ = ["ENCODER_DIR", "MODEL_NAME", "DEFAULTS", "SETTINGS", "keras_hub_or_error", "open_tokenizer",
            "mixed_precision_rule", "into_run", "build_model", "check_run_encoder"]
 
 ENCODER_DIR = "encoder"
@@ -74,19 +73,14 @@ def _check_features(backbone, pad_id, flag):
                              f"{str(e).split('Received: ')[-1]}")
 
 
-def open_tokenizer(args, run_dir=None):
-    """``(tokenizer, source, max_positions)`` of ``--encoder``: the run folder's copy where a resumed
-    run has one, else the preset given; the backbone's architecture checked (random weights)."""
-    source = args.encoder
+def open_tokenizer(source, run_dir=None):
+    """``(tokenizer, source, max_positions)`` of the preset ``source``: the run folder's copy where a
+    resumed run has one; the backbone's architecture checked (random weights)."""
     if run_dir is not None and (Path(run_dir) / ENCODER_DIR / "config.json").exists():
         source = str(Path(run_dir) / ENCODER_DIR)
     backbone, tokenizer = _load(source, "--encoder", load_weights=False)
     _check_features(backbone, tokenizer.pad_token_id, "--encoder")
-    positions = int(getattr(backbone, "max_sequence_length", 512) or 512)
-    if getattr(args, "max_length", None) and args.max_length > positions:
-        raise CLIError("--max-length", f"expected at most {positions} with --encoder {args.encoder} (its position "
-                                       f"embeddings); received {args.max_length}")
-    return tokenizer, source, positions
+    return tokenizer, source, int(getattr(backbone, "max_sequence_length", 512) or 512)
 
 
 def mixed_precision_rule(gpus):
@@ -113,66 +107,6 @@ def _gpu_capabilities():
     return out
 
 
-def resolve(args, lengths, *, vocab_tokens, documents, val_docs, positions):
-    """The settings of an ``--encoder`` run still ``None`` on ``args``, in place; returns
-    ``{name: Setting}`` (shown by :func:`fusedfocal.cli.resolve.settings.block`, stored in ``config.json``).
-
-    ``--max-length`` as for every model (the 95th percentile of the preset tokenizer's tokens, up to
-    the backbone's positions); the optimizer, rate, batch size and warm-up from :data:`DEFAULTS`;
-    ``--epochs`` about :data:`fusedfocal.cli.resolve.settings.STEP_BUDGET` steps within [3, 10];
-    ``--mixed-precision`` by :func:`mixed_precision_rule` unless given."""
-    from fusedfocal.cli.resolve import settings as st
-
-    if getattr(args, "model", None) not in (None, MODEL_NAME):
-        raise CLIError("--model", f"expected no --model with --encoder (the encoder is the model); received "
-                                  f"{args.model}")
-    out = {"encoder": st.Setting(args.encoder, "flag", "given")}
-    args.model = MODEL_NAME
-    args.vocab_size = int(vocab_tokens)
-    for name in ("ngram_hidden", "ngram_bigrams"):  # not used; stored as the n-gram model's defaults
-        if getattr(args, name, None) is None:
-            setattr(args, name, st.MODEL_DEFAULTS["ngram"][name])
-    lengths = np.asarray(lengths)
-    p95 = int(math.ceil(np.percentile(lengths, st.LENGTH_PERCENTILE))) if lengths.size else 0
-    if args.max_length is None:
-        args.max_length = int(min(positions, max(st.MIN_LENGTH, st.LENGTH_STEP * math.ceil(p95 / st.LENGTH_STEP))))
-        cut = int((lengths > args.max_length).sum())
-        out["max_length"] = st.Setting(args.max_length, "data", (
-            f"the {st.LENGTH_PERCENTILE}th percentile of the preset tokenizer's tokens per training document, {p95}, "
-            f"rounded up to a multiple of {st.LENGTH_STEP} within [{st.MIN_LENGTH}, {positions}] (the backbone's "
-            f"positions): truncates {cut:,} of {lengths.size:,} documents"))
-    else:
-        out["max_length"] = st.Setting(args.max_length, "flag", "given")
-    out["vocab_size"] = st.Setting(args.vocab_size, "model", "the preset tokenizer's vocabulary (nothing is learnt)")
-    for name in ("optimizer", "learning_rate", "batch_size", "warmup"):
-        if getattr(args, name, None) is not None:
-            out[name] = st.Setting(getattr(args, name), "flag", "given")
-        else:
-            setattr(args, name, DEFAULTS[name])
-            why = _WHY if name != "warmup" else (f"{_WHY}: linear warm-up over this share of the steps to "
-                                                 "--learning-rate, then cosine decay to 0 at the last step")
-            out[name] = st.Setting(DEFAULTS[name], "model", why)
-    if getattr(args, "adam_epsilon", None) is None:
-        args.adam_epsilon = st.ADAM_EPSILON
-    steps = max(1, max(documents - val_docs, 1) // args.batch_size)
-    if args.epochs is None:
-        args.epochs = int(min(DEFAULTS["max_epochs"], max(DEFAULTS["min_epochs"], math.ceil(st.STEP_BUDGET / steps))))
-        out["epochs"] = st.Setting(args.epochs, "data", (
-            f"about {st.STEP_BUDGET} optimizer steps ({steps} an epoch) within [{DEFAULTS['min_epochs']}, "
-            f"{DEFAULTS['max_epochs']}] (BERT fine-tunes 2-4 epochs; rare labels need more steps); early stopping "
-            f"ends a run sooner"))
-    else:
-        out["epochs"] = st.Setting(args.epochs, "flag", f"given ({steps} steps an epoch)")
-    if getattr(args, "patience", None) is None:
-        args.patience = 3
-    if getattr(args, "mixed_precision_given", False):
-        out["mixed_precision"] = st.Setting(args.mixed_precision, "flag", "given")
-    else:
-        args.mixed_precision, why = mixed_precision_rule(_gpu_capabilities())
-        out["mixed_precision"] = st.Setting(args.mixed_precision, "data", why)
-    return out
-
-
 def _copy_preset(source, target):
     """``source`` (a local preset directory, or a name KerasHub resolves) into ``target``, atomically."""
     target = Path(target)
@@ -190,83 +124,70 @@ def _copy_preset(source, target):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def into_run(args, prep, run_dir, *, chief, resume):
-    """Copies the preset into ``RUN_DIR/encoder/`` (unless a resumed run has it) and points the
-    build at that copy; a no-op without ``--encoder``."""
-    if not getattr(args, "encoder", None):
+def into_run(encoder, prep, run_dir, *, chief, resume):
+    """Copies the preset ``encoder`` (``--encoder``) into ``RUN_DIR/encoder/`` (unless a resumed run
+    has it) and points the build at that copy; a no-op without one."""
+    if not encoder:
         return
     target = Path(run_dir) / ENCODER_DIR
     if chief and not (resume and (target / "config.json").exists() and (target / "tokenizer.json").exists()):
         _copy_preset(prep.encoder, target)
-        log(f"Encoder {args.encoder}: preset copied into {target}")
+        log(f"Encoder {encoder}: preset copied into {target}")
     if chief:
         prep.encoder = str(target)
 
 
-def _optimizer(args, steps):
-    import keras
-
-    from fusedfocal import hub
-    from fusedfocal.cli.stages.optim import FusedAdam
-    from fusedfocal.cli.stages.runtime import use_jit
-
-    rate = hub.fine_tuning_schedule(args.learning_rate, steps, warmup_fraction=getattr(args, "warmup", None) or 0.0)
-    wd = float(getattr(args, "weight_decay", 0.0) or 0.0) or None
-    if args.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=wd)
-    cls = FusedAdam if getattr(args, "jit_compile", None) == "auto" and not use_jit(args) else keras.optimizers.Adam
-    return cls(rate, weight_decay=wd, epsilon=getattr(args, "adam_epsilon", None) or 1e-7)
-
-
-def build_model(args, prep, loss_name, loss_params, jit_compile):
+def build_model(model_cfg, head_cfg, optim, prep, loss_name, loss_params, *, jit_compile, fused_adam):
     """The compiled model of an ``--encoder`` run (call inside the strategy's scope): the backbone of
     ``prep.encoder`` (the run folder's copy) and the dense head or, with ``prep.head == "fused"``,
     :class:`fusedfocal.keras.FocalHeadModel` (the fused head's loss, rules and bias as
-    :func:`fusedfocal.cli.stages.fused.build_model`)."""
+    :func:`fusedfocal.cli.stages.fused.build_model`); the optimizer on
+    :func:`fusedfocal.hub.fine_tuning_schedule` (``--warmup``, then cosine decay to 0)."""
     import keras
 
     from fusedfocal import hub
-    from fusedfocal.cli.stages import fused, models
+    from fusedfocal.cli.stages import build, fused, models
     from fusedfocal.cli.stages.lossargs import build_loss
 
     backbone, _ = _load(prep.encoder, "--encoder", load_weights=True)
     pipe = prep.pipeline
     pad = pipe.tokenizer_spec.pad_id
     priors = prep.fit_counts / max(prep.fit_docs, 1)
-    total = max(1, len(prep.fit[0]) // args.batch_size) * int(args.epochs)
+    total = max(1, len(prep.fit[0]) // optim.batch_size) * int(optim.epochs)
+    rate = hub.fine_tuning_schedule(optim.learning_rate, total, warmup_fraction=optim.warmup or 0.0)
+    optimizer = build.make_optimizer(optim, fused_adam=fused_adam, rate=rate)
     if prep.head != "fused":
-        model = hub.build_classifier(backbone, pipe.num_labels, pad_token_id=pad, dropout=args.dropout,
-                                     seed=args.seed, priors=priors if args.prior_bias else None,
+        model = hub.build_classifier(backbone, pipe.num_labels, pad_token_id=pad, dropout=model_cfg.dropout,
+                                     seed=model_cfg.seed, priors=priors if model_cfg.prior_bias else None,
                                      name="fusedfocal_encoder")
         loss = build_loss(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
-        model.compile(optimizer=_optimizer(args, total), loss=loss, loss_weights=float(pipe.num_labels),
-                      jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, loss=loss, loss_weights=float(pipe.num_labels), jit_compile=jit_compile)
         return model
     from fusedfocal import keras as fk
 
     kw = fused.head_kwargs(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
     kw["class_weights"] = pipe.num_labels * kw.get("class_weights", np.ones(pipe.num_labels))  # the sum over labels
-    encoder = hub.backbone_encoder(backbone, pad_token_id=pad, dropout=args.dropout, seed=args.seed)
+    encoder = hub.backbone_encoder(backbone, pad_token_id=pad, dropout=model_cfg.dropout, seed=model_cfg.seed)
     head = fk.FocalHead(pipe.num_labels, top_k=min(fused.K, pipe.num_labels), dtype="float32", name="focal_head",
-                        kernel_initializer=keras.initializers.GlorotUniform(seed=args.seed),
-                        weight_dtype=getattr(args, "head_dtype", None) or "float32", **kw)
-    model = fk.FocalHeadModel(encoder, head, head_optimizer=fused.head_optimizer_config(args),
+                        kernel_initializer=keras.initializers.GlorotUniform(seed=model_cfg.seed),
+                        weight_dtype=head_cfg.head_dtype or "float32", **kw)
+    model = fk.FocalHeadModel(encoder, head, head_optimizer=fused.head_optimizer_config(head_cfg, optim),
                               name="fusedfocal_encoder_fused")
     import tensorflow as tf
 
-    dummy = {"token_ids": tf.fill([1, args.max_length], pad)}
+    dummy = {"token_ids": tf.fill([1, model_cfg.max_length], pad)}
     head(encoder(dummy))
     model(dummy)  # builds every weight (checkpoints load into them)
-    if args.prior_bias:
+    if model_cfg.prior_bias:
         bias = (models.prior_logits(priors) - kw.get("logit_offsets", 0.0)).astype(np.float32)
         head.bias.assign(bias if head.bias.dtype == "float32" else tf.cast(bias, head.bias.dtype))
-    model.compile(optimizer=_optimizer(args, total), jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
 
-def check_run_encoder(given, cfg, run_dir):
-    """``evaluate``/``predict --encoder``: must be the run's own (read from ``RUN_DIR/encoder/``)."""
-    stored = (cfg.get("args") or {}).get("encoder")
+def check_run_encoder(given, stored, run_dir):
+    """``evaluate``/``predict --encoder``: must be the run's own (``stored``: its ``--encoder``, read
+    from ``RUN_DIR/encoder/``)."""
     if given is not None and given != stored:
         raise CLIError("--encoder", f"expected the run's encoder ({stored or 'none: the run trained a model from scratch'}"
                                     f", read from {Path(run_dir) / ENCODER_DIR}) or no --encoder; received {given}")

@@ -45,7 +45,7 @@ import numpy as np
 from fusedfocal.cli.errors import CLIError
 
 __all__ = ["HEADS", "FUSED_ABOVE", "LOSSES", "DEFAULT_LOSSES", "K", "KS", "HEAD_OPTIMIZERS", "HEAD_DTYPES",
-           "SGD_MOMENTUM", "resolve_head", "check_loss", "check_head_flags", "check_resumed_head",
+           "SGD_MOMENTUM", "resolve_head", "check_loss",
            "head_optimizer_config", "resolve_select", "head_kwargs", "build_model", "predict_top_k", "label_ids",
            "top_k_metrics", "validation_scores", "run_result", "label_shard_devices", "layout_lines"]
 
@@ -78,58 +78,6 @@ def check_loss(name, flag):
                              f"auto above --fused-head-above labels); received {name!r}")
 
 
-def check_head_flags(args, head, *, replicas=1, why_dense=""):
-    """``--head-optimizer``, ``--head-dtype`` and ``--head-learning-rate`` against the head and the
-    strategy (``None``: not given or not chosen yet). The dense head takes none of them (but the
-    defaults); bfloat16 weights need a fused update; a fused update trains one copy of the head,
-    so not under a strategy with more than one replica. ``why_dense``: how the dense head was
-    chosen (``--head auto`` on this data)."""
-    opt, dtype = getattr(args, "head_optimizer", None), getattr(args, "head_dtype", None)
-    rate = getattr(args, "head_learning_rate", None)
-    _check_label_shards(args, head, replicas, why_dense)
-    if head == "dense":
-        dense = why_dense or "--head dense"
-        for flag, value, default in (("--head-optimizer", opt, "shared"), ("--head-dtype", dtype, "float32")):
-            if value not in (None, default):
-                raise CLIError(flag, f"expected {default} (or no {flag}) with the dense head, whose Dense logits "
-                                     f"layer is trained by --optimizer in float32 ({flag} is the fused head's: "
-                                     f"--head fused); received {value} with {dense}")
-        if rate is not None:
-            raise CLIError("--head-learning-rate", f"expected no --head-learning-rate with the dense head (it is "
-                                                   f"the fused head's update's rate: --head fused); received {rate} "
-                                                   f"with {dense}")
-        return
-    if dtype == "bfloat16" and opt == "shared":
-        raise CLIError("--head-dtype", "expected --head-optimizer sgd or adam with --head-dtype bfloat16 (their "
-                                       "fused update rounds stochastically; the shared Keras optimizer would round "
-                                       "every step to nearest and lose the small ones); received --head-optimizer "
-                                       "shared")
-    if opt == "shared" and rate is not None:
-        raise CLIError("--head-learning-rate", f"expected --head-optimizer sgd or adam with --head-learning-rate "
-                                               f"(with shared, --learning-rate trains the head); received "
-                                               f"--head-learning-rate {rate} with --head-optimizer shared")
-    if opt in ("sgd", "adam") and replicas > 1:
-        raise CLIError("--head-optimizer", f"expected shared (or no --head-optimizer) with {replicas} replicas "
-                                           f"(--strategy {getattr(args, 'strategy', '?')}): a fused update changes "
-                                           f"each replica's copy of the head on its own; received {opt}")
-
-
-def _check_label_shards(args, head, replicas, why_dense):
-    shards = getattr(args, "label_shards", None)
-    if shards is None:
-        return
-    if head == "dense":
-        raise CLIError("--label-shards", f"expected no --label-shards with the dense head (it splits the fused head's "
-                                         f"kernel: --head fused); received {shards} with {why_dense or '--head dense'}")
-    if replicas > 1:
-        raise CLIError("--label-shards", f"expected --strategy default with --label-shards (the head is split over "
-                                         f"labels, not replicated); received {replicas} replicas "
-                                         f"(--strategy {getattr(args, 'strategy', '?')})")
-    if getattr(args, "jit_compile", "auto") == "on":
-        raise CLIError("--jit-compile", "expected auto or off with --label-shards (XLA compiles a step for one "
-                                        "device; the shards live on several); received on")
-
-
 def label_shard_devices(shards):
     """One device per label shard: the GPUs, else ``shards`` logical CPU devices (made here when
     TensorFlow has not started yet; else the CPUs there are, in turn)."""
@@ -158,36 +106,25 @@ def layout_lines(head, batch_size):
     return lines
 
 
-def check_resumed_head(stored, args):
-    """``--resume`` with the stored head: a checkpoint holds that head's weights (their dtype, and
-    the fused update's slots), so ``--head-optimizer``/``--head-dtype`` given now must match."""
-    for name, default in (("head_optimizer", "shared"), ("head_dtype", "float32")):
-        was, now = stored.get(name) or default, getattr(args, name, None) or default
-        if was != now:
-            flag = "--" + name.replace("_", "-")
-            raise CLIError(flag, f"expected the interrupted run's {flag} {was} to resume it (its checkpoints hold "
-                                 f"that head's weights); received {now}. Start a new run (another --out, or "
-                                 f"--overwrite) to change it")
-
-
-def head_optimizer_config(args):
-    """The ``FocalHeadModel(head_optimizer=...)`` of ``--head-optimizer``: ``None`` for shared
-    (and for a run folder older than the flag), else the :class:`fusedfocal.ops.head_update.HeadUpdate`
-    fields and ``learning_rate``: SGD with the command line's momentum, Adam with the run's
-    epsilon, ``--weight-decay`` (Keras' decoupled decay, as the shared optimizer applies it),
-    ``--seed`` for the stochastic rounding of bfloat16 weights, and with ``--head-dtype bfloat16``
-    bfloat16 slots too."""
-    name = getattr(args, "head_optimizer", None) or "shared"
+def head_optimizer_config(head, optim):
+    """The ``FocalHeadModel(head_optimizer=...)`` of ``--head-optimizer`` (``head``: a
+    :class:`~fusedfocal.cli.spec.HeadConfig`, ``optim``: the run's
+    :class:`~fusedfocal.cli.spec.OptimConfig`): ``None`` for shared (and for a run folder older than
+    the flag), else the :class:`fusedfocal.ops.head_update.HeadUpdate` fields and ``learning_rate``:
+    SGD with the command line's momentum, Adam with the run's epsilon, ``--weight-decay`` (Keras'
+    decoupled decay, as the shared optimizer applies it), ``--seed`` for the stochastic rounding of
+    bfloat16 weights, and with ``--head-dtype bfloat16`` bfloat16 slots too."""
+    name = head.head_optimizer or "shared"
     if name == "shared":
         return None
-    rate = getattr(args, "head_learning_rate", None) or args.learning_rate
-    cfg = {"optimizer": name, "learning_rate": float(rate),
-           "weight_decay": float(getattr(args, "weight_decay", 0.0) or 0.0), "seed": int(args.seed)}
+    rate = head.head_learning_rate or optim.learning_rate
+    cfg = {"optimizer": name, "learning_rate": float(rate), "weight_decay": float(optim.weight_decay or 0.0),
+           "seed": int(optim.seed)}
     if name == "sgd":
         cfg["momentum"] = SGD_MOMENTUM
     else:
-        cfg["epsilon"] = float(getattr(args, "adam_epsilon", None) or 1e-7)
-    if getattr(args, "head_dtype", "float32") == "bfloat16":
+        cfg["epsilon"] = float(optim.adam_epsilon or 1e-7)
+    if (head.head_dtype or "float32") == "bfloat16":
         cfg["moment_dtype"] = "bfloat16"  # the slots stored as the kernel is: a float32 slot would double it
     return cfg
 
@@ -247,7 +184,7 @@ def head_kwargs(name, params, class_counts, num_docs, flag="--loss"):
         raise CLIError(flags[0] if flags else flag, f"invalid parameter of loss {name!r}: {e}")
 
 
-def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
+def build_model(model_cfg, head_cfg, optim, prep, loss_name, loss_params, optimizer, jit_compile):
     """The compiled :class:`~fusedfocal.keras.FocalHeadModel` (call inside the strategy's scope):
     the ``--model`` encoder without logits, the head's bias at the fit split's prior log-odds minus
     the loss's logit offsets (``la``), so that the logit the loss sees starts calibrated. (With the
@@ -266,44 +203,37 @@ def build_model(args, prep, loss_name, loss_params, optimizer, jit_compile):
     # over B x C puts each weight's gradient near Adam's epsilon at tens of thousands of labels
     # (16,699 labels, 3 epochs: test P@1 50.0 with the mean, 81.0 with this).
     kw["class_weights"] = pipe.num_labels * kw.get("class_weights", np.ones(pipe.num_labels))  # the op takes a [C] vector
-    if args.model == "ngram" and not (getattr(args, "ngram_hidden", 0) or 0):
+    if model_cfg.model == "ngram" and not (model_cfg.ngram_hidden or 0):
         raise CLIError("--ngram-hidden", "expected > 0 with the fused head (the linear n-gram model's features are "
                                          "the whole n-gram vocabulary); received 0")
-    fit_ids = prep.fit_ids() if args.model == "ngram" else None
-    encoder = models.build_model(args.model, vocab_size=len(pipe.wordpiece_vocab), num_labels=pipe.num_labels,
-                                 max_length=args.max_length, embed_dim=args.embed_dim, filters=args.filters,
-                                 layers=args.layers, dropout=args.dropout, seed=args.seed, fit_ids=fit_ids,
-                                 ngram_hidden=getattr(args, "ngram_hidden", 0) or 0,
-                                 ngram_bigrams=getattr(args, "ngram_bigrams", 50000),
-                                 ngram_weighting=getattr(args, "ngram_weighting", "tfidf") or "tfidf",
-                                 features_only=True)
+    encoder = models.build_model(**models.encoder_kwargs(model_cfg, prep), features_only=True)
     # --head-dtype: the kernel and bias's storage (float32 math per chunk either way);
     # --head-optimizer: None (compile's optimizer trains the head) or the fused update's config.
-    weight_dtype = getattr(args, "head_dtype", None) or "float32"
-    shards = getattr(args, "label_shards", None)
+    weight_dtype = head_cfg.head_dtype or "float32"
+    shards = head_cfg.label_shards
     if shards is not None and shards > pipe.num_labels:
         raise CLIError("--label-shards", f"expected at most the {pipe.num_labels} labels (each shard holds one or "
                                          f"more); received {shards}")
     head = fk.FocalHead(pipe.num_labels, top_k=min(K, pipe.num_labels), dtype="float32", name="focal_head",
-                        kernel_initializer=keras.initializers.GlorotUniform(seed=args.seed),
+                        kernel_initializer=keras.initializers.GlorotUniform(seed=model_cfg.seed),
                         weight_dtype=weight_dtype, label_shards=shards,
                         devices=None if shards is None else label_shard_devices(shards), **kw)
-    model = fk.FocalHeadModel(encoder, head, head_optimizer=head_optimizer_config(args),
-                              name=f"fusedfocal_{args.model}_fused")
-    dummy = {"token_ids": tf.zeros([1, args.max_length], tf.int32)}
+    model = fk.FocalHeadModel(encoder, head, head_optimizer=head_optimizer_config(head_cfg, optim),
+                              name=f"fusedfocal_{model_cfg.model}_fused")
+    dummy = {"token_ids": tf.zeros([1, model_cfg.max_length], tf.int32)}
     if weight_dtype != "float32":
         # Keras builds an unbuilt model by tracing its call() symbolically, where a bfloat16 head's
         # raw variable read fails (a UserWarning, then the eager build): build the head eagerly first.
         head(encoder(dummy))
     model(dummy)  # builds every weight (checkpoints load into them)
-    if args.prior_bias:  # the logit the loss sees starts at the prior log-odds: for la, bias + offsets
+    if model_cfg.prior_bias:  # the logit the loss sees starts at the prior log-odds: for la, bias + offsets
         bias = models.prior_logits(prep.fit_counts / max(prep.fit_docs, 1))
         bias = (bias - kw.get("logit_offsets", 0.0)).astype(np.float32)
         head.set_bias(bias)
     if shards is not None:
         from fusedfocal.cli.errors import log
 
-        for line in layout_lines(head, args.batch_size):
+        for line in layout_lines(head, optim.batch_size):
             log(line)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
@@ -380,15 +310,15 @@ def validation_scores(model, pipeline, texts, true_ids):
     return {"val_p@1": m["p@1"], "val_p@5": m["p@5"], "val_ndcg@5": m["ndcg@5"]}
 
 
-def run_result(args, prep, model, loss_name, loss_params, records, *, selection, train_seconds, replicas,
-               jit_compile):
+def run_result(prep, model, loss_name, loss_params, records, *, groups, settings, selection, train_seconds):
     """The ``metrics.json`` of a fused run: the top-k metrics on the evaluation split (and on
-    validation), with the same bookkeeping as :func:`fusedfocal.cli.stages.results.run_result`."""
+    validation), with the same bookkeeping as :func:`fusedfocal.cli.stages.results.run_result`
+    (``groups``: ``--groups``; ``settings``: the run's settings record)."""
     from fusedfocal.cli.stages import metrics as ev
     from fusedfocal.cli.stages.results import history_keys, result_head
 
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab
-    groups, group_rule = ev.resolve_groups(args.groups, labels.counts)
+    groups, group_rule = ev.resolve_groups(groups, labels.counts)
     kw = dict(train_counts=labels.counts, train_docs=labels.num_docs, boundaries=groups)
     val_true, _ = label_ids(labels, prep.val[1])
     val_top, _ = predict_top_k(model, pipe, prep.val[0])
@@ -406,18 +336,5 @@ def run_result(args, prep, model, loss_name, loss_params, records, *, selection,
         "history": {k: [None if r[k] is None else float(r[k]) for r in records if k in r]
                     for k in history_keys(records)},
         "epochs": list(records), "selection": selection, "train_seconds": round(train_seconds, 2),
-        "settings": {"model": args.model, "head": "fused", "top_k": K, "epochs": args.epochs,
-                     "batch_size": args.batch_size, "optimizer": getattr(args, "optimizer", "adam"),
-                     "learning_rate": args.learning_rate, "weight_decay": getattr(args, "weight_decay", 0.0),
-                     "head_optimizer": getattr(args, "head_optimizer", None) or "shared",
-                     "head_dtype": getattr(args, "head_dtype", None) or "float32",
-                     "head_learning_rate": getattr(args, "head_learning_rate", None),
-                     "label_shards": getattr(args, "label_shards", None),
-                     "max_length": args.max_length, "truncated_training_documents": prep.truncation or None,
-                     "patience": getattr(args, "patience", None), "vocab_size": args.vocab_size,
-                     "vocab_tokens": len(prep.pipeline.wordpiece_vocab),
-                     "chosen": {k: s.source for k, s in (prep.settings or {}).items()},
-                     "seed": args.seed, "deterministic": args.deterministic,
-                     "strategy": args.strategy, "replicas": replicas, "mixed_precision": args.mixed_precision,
-                     "jit_compile": jit_compile},
+        "settings": settings,
     }

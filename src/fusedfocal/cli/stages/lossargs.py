@@ -10,7 +10,7 @@ import numpy as np
 
 from fusedfocal.cli.errors import CLIError
 
-__all__ = ["parse_value", "parse_loss_params", "check_loss_name", "build_loss", "loss_parameters", "loss_label"]
+__all__ = ["parse_value", "tagged_params", "check_loss_name", "build_loss", "loss_parameters", "loss_label"]
 
 _FLAG_PARAMS = {"gamma": "--gamma", "alpha": "--alpha", "gamma_neg": "--gamma-neg", "gamma_pos": "--gamma-pos",
                 "clip": "--clip", "beta": "--beta", "label_smoothing": "--label-smoothing"}
@@ -31,17 +31,18 @@ def parse_value(text):
         return t
 
 
-def parse_loss_params(args):
-    """Loss parameters from the dedicated flags and ``--loss-param KEY=VALUE``; ``{param: (value, flag)}``."""
+def tagged_params(loss_cfg):
+    """Loss parameters of a :class:`~fusedfocal.cli.spec.LossConfig`: the dedicated flags and
+    ``--loss-param KEY=VALUE``; ``{param: (value, flag)}``."""
     params = {}
     for key, flag in _FLAG_PARAMS.items():
-        value = getattr(args, key, None)
+        value = getattr(loss_cfg, key)
         if value is not None:
             try:
                 params[key] = (parse_value(value) if key == "alpha" else value, flag)
             except ValueError:
                 raise CLIError(flag, f"expected a float, 'none' or floats joined by '/'; received {value!r}")
-    for item in args.loss_param or []:
+    for item in loss_cfg.loss_param or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CLIError("--loss-param", f"expected KEY=VALUE; received {item!r}")

@@ -27,7 +27,7 @@ from fusedfocal.cli.stages import ngram as _ngram  # noqa: F401  (registers Ngra
 from fusedfocal.cli.stages import optim as _optim  # noqa: F401  (registers FusedAdam for load_model)
 from fusedfocal.cli.stages.priors import PRIOR_EPS, prior_initializer
 
-__all__ = ["MODELS", "build_model", "prior_logits", "predict_scores"]
+__all__ = ["MODELS", "build_model", "encoder_kwargs", "prior_logits", "predict_scores"]
 
 MODELS = ("cnn", "fasttext", "transformer", "ngram")
 
@@ -68,6 +68,19 @@ class MaskedMeanPool(keras.layers.Layer):
     def call(self, x, ids):
         mask = ops.cast(ops.not_equal(ids, 0), x.dtype)[..., None]
         return ops.sum(x * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), ops.cast(1.0, x.dtype))
+
+
+def encoder_kwargs(model_cfg, prep):
+    """:func:`build_model`'s arguments of a :class:`~fusedfocal.cli.spec.ModelConfig` and the prepared
+    data (the vocabulary and label count; the fit split's token ids for the n-gram model)."""
+    pipe = prep.pipeline
+    return dict(name=model_cfg.model, vocab_size=len(pipe.wordpiece_vocab), num_labels=pipe.num_labels,
+                max_length=model_cfg.max_length, embed_dim=model_cfg.embed_dim, filters=model_cfg.filters,
+                layers=model_cfg.layers, dropout=model_cfg.dropout, seed=model_cfg.seed,
+                fit_ids=prep.fit_ids() if model_cfg.model == "ngram" else None,  # bigram vocabulary, idf
+                ngram_hidden=model_cfg.ngram_hidden or 0,
+                ngram_bigrams=50000 if model_cfg.ngram_bigrams is None else model_cfg.ngram_bigrams,
+                ngram_weighting=model_cfg.ngram_weighting or "tfidf")
 
 
 def build_model(name, *, vocab_size, num_labels, max_length, priors=None, prior_bias=True,

@@ -1,5 +1,8 @@
 """The data stage of ``train`` and ``compare``: read the files, hold out validation, build the vocabularies.
 
+The resolver (:func:`fusedfocal.cli.resolve.prepare`) runs these steps in turn, choosing the settings
+the data decides between them.
+
 Every data error is a :class:`~fusedfocal.cli.errors.CLIError` naming the flag (``--data``, ``--eval``,
 ``--val-size``) before anything is trained or written.
 """
@@ -15,19 +18,22 @@ import numpy as np
 from fusedfocal.cli.store import rundir
 from fusedfocal.cli.errors import CLIError, log
 
-__all__ = ["Prepared", "prepare", "read_labelled", "split_validation", "SYNTHETIC"]
+__all__ = ["Prepared", "Corpus", "read_corpus", "read_labelled", "split_validation", "pipeline_config",
+           "stored_pipeline", "learn_wordpiece", "finish", "truncation_report", "SYNTHETIC"]
 
 SYNTHETIC = "the built-in synthetic corpus (synthetic_splits(seed=0): 4000 train / 1000 test documents, 19 labels)"
 
 
-def read_labelled(paths, args, flag):
+def read_labelled(paths, fields, flag):
+    """``(texts, label lists)`` of ``paths``, read as ``fields`` (a :class:`~fusedfocal.cli.spec.DataConfig`)
+    says; every error names ``flag``."""
     from fusedfocal import data
 
     try:
         texts, labels, stats = data.read_records(
-            paths, text_field=args.text_field or "text", labels_field=args.labels_field or "labels",
-            label_separator=args.label_separator or "|",
-            string_labels="split" if getattr(args, "split_string_labels", False) else "raise")
+            paths, text_field=fields.text_field or "text", labels_field=fields.labels_field or "labels",
+            label_separator=fields.label_separator or "|",
+            string_labels="split" if fields.split_string_labels else "raise")
     except FileNotFoundError as e:
         raise CLIError(flag, f"expected an existing file or glob; received {' '.join(map(str, paths))!r} ({e})")
     except IsADirectoryError as e:
@@ -97,120 +103,97 @@ class Prepared:
         return self._fit_ids
 
 
-def _config(args, head):
+@dataclasses.dataclass
+class Corpus:
+    """The data as read: the fit, validation and evaluation splits and the label vocabulary."""
+
+    texts: list
+    labels: list
+    fit: tuple
+    val: tuple
+    test: tuple
+    eval_split: str
+    description: str
+    label_vocab: object
+
+
+def read_corpus(data_cfg):
+    """Reads ``--data`` (or the built-in corpus) and ``--eval``, holds out validation
+    (``--val-size``, ``--seed``); label names from every training document."""
+    from fusedfocal import data
+
+    if data_cfg.data:
+        texts, labels = read_labelled(data_cfg.data, data_cfg, "--data")
+        _check_labelled(texts, labels, "--data", data_cfg.data, data_cfg.labels_field or "labels")
+        desc = ", ".join(str(p) for p in data_cfg.data)
+    else:
+        (texts, labels), test_synth = data.synthetic_splits(seed=0)
+        desc = SYNTHETIC
+    if len(texts) < 2:
+        raise CLIError("--data", f"expected at least 2 training documents (1 is held out for validation); received {len(texts)}")
+    fit_idx, val_idx = split_validation(len(texts), data_cfg.val_size, data_cfg.seed)
+    fit = ([texts[i] for i in fit_idx], [labels[i] for i in fit_idx])
+    val = ([texts[i] for i in val_idx], [labels[i] for i in val_idx])
+    if data_cfg.eval:
+        test, eval_split = read_labelled(data_cfg.eval, data_cfg, "--eval"), "test"
+    elif not data_cfg.data:
+        test, eval_split = test_synth, "test"
+    else:
+        test, eval_split = val, "validation"
+    # Label names from every training document (validation included), counts = training documents.
+    return Corpus(texts, labels, fit, val, test, eval_split, desc, data.LabelVocab.build(labels))
+
+
+def pipeline_config(*, max_length, batch_size, vocab_size, seed, deterministic, head):
     """The pipeline's config. Static shapes: every batch padded to max_length (XLA compiles one
     program per input shape, and replicas of a distributed run then see the same padding as a
     single-device run). The fused head reads label ids padded with -1 (a static [B, L]), never
     multi-hot [B, C]."""
     from fusedfocal import data
 
-    return data.PipelineConfig(max_length=args.max_length, batch_size=args.batch_size,
-                               vocab_size=args.vocab_size, seed=args.seed, deterministic=args.deterministic,
-                               fixed_shape=True, label_format="padded_ids" if head == "fused" else "multi_hot")
+    return data.PipelineConfig(max_length=max_length, batch_size=batch_size, vocab_size=vocab_size, seed=seed,
+                               deterministic=deterministic, fixed_shape=True,
+                               label_format="padded_ids" if head == "fused" else "multi_hot")
 
 
-def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_truncation=True):
-    """Reads the data, holds out validation, builds (or, from ``run_dir``, loads) the vocabularies.
-
-    The WordPiece vocabulary is learnt from every training document (validation included; it reads
-    no labels) with a fixed sampling seed, so it is a function of the data set and ``--vocab-size``
-    alone: ``compare --seeds`` learns it once and passes it to the other seeds as ``wordpiece``.
-    """
+def stored_pipeline(config, run_dir, label_vocab, tokenizer=None):
+    """The pipeline of a run folder's vocabularies (``--resume``); its labels must be this data's."""
     from fusedfocal import data
 
-    if args.data:
-        texts, labels = read_labelled(args.data, args, "--data")
-        _check_labelled(texts, labels, "--data", args.data, args.labels_field or "labels")
-        desc = ", ".join(str(p) for p in args.data)
-    else:
-        (texts, labels), test_synth = data.synthetic_splits(seed=0)
-        desc = SYNTHETIC
-    if len(texts) < 2:
-        raise CLIError("--data", f"expected at least 2 training documents (1 is held out for validation); received {len(texts)}")
-    fit_idx, val_idx = split_validation(len(texts), args.val_size, args.seed)
-    fit = ([texts[i] for i in fit_idx], [labels[i] for i in fit_idx])
-    val = ([texts[i] for i in val_idx], [labels[i] for i in val_idx])
-    if args.eval:
-        test = read_labelled(args.eval, args, "--eval")
-        eval_split = "test"
-    elif not args.data:
-        test = test_synth
-        eval_split = "test"
-    else:
-        test = val
-        eval_split = "validation"
-    # Label names from every training document (validation included), counts = training documents.
-    label_vocab = data.LabelVocab.build(labels)
-    from fusedfocal.cli.stages import fused
+    pipeline = data.TextPipeline.from_directory(config, run_dir, tokenizer=tokenizer)
+    if pipeline.label_vocab.labels != label_vocab.labels:
+        stored = pipeline.label_vocab.labels
+        missing = sorted(set(stored) - set(label_vocab.labels))
+        new = sorted(set(label_vocab.labels) - set(stored))
+        raise CLIError("--data", (
+            f"the label vocabulary of this data does not match the one {run_dir} was trained with: expected "
+            f"{len(stored)} labels as in {Path(run_dir) / rundir.LABEL_VOCAB_FILE}; received {len(label_vocab)} "
+            f"labels (missing: {missing[:8]}, new: {new[:8]}, or a different frequency order)"))
+    return pipeline
 
-    head = fused.resolve_head(getattr(args, "head", None), len(label_vocab), getattr(args, "fused_head_above", None))
-    if head == "dense":  # --head-optimizer, --head-dtype, --head-learning-rate are the fused head's
-        fused.check_head_flags(args, head, why_dense=(
-            "--head dense" if getattr(args, "head", None) == "dense" else
-            f"--head auto, which chose the dense head for {len(label_vocab)} labels (at most --fused-head-above "
-            f"{getattr(args, 'fused_head_above', None) or fused.FUSED_ABOVE})"))
-    # The settings not given (vocabulary size, model, max length, the model's optimizer, rate and
-    # batch size, epochs) are chosen from the data here (fusedfocal.cli.resolve.settings), before the
-    # pipeline's shapes are fixed; a resumed run has them all from its config.json already.
-    from fusedfocal.cli.resolve import settings as st
 
-    chosen = {}
-    tokenizer, source = None, None
-    if getattr(args, "warmup", None) is not None and not getattr(args, "encoder", None):
-        raise CLIError("--warmup", f"expected --encoder with --warmup (the warm-up of a fine-tuned encoder's "
-                                   f"rate); received --warmup {args.warmup} without --encoder")
-    if getattr(args, "encoder", None):  # the preset's tokenizer replaces the WordPiece learning
-        from fusedfocal.cli.stages import encoder
+def learn_wordpiece(texts, vocab_size):
+    """The WordPiece vocabulary of ``texts`` (a fixed sampling seed: a function of the data set and
+    ``--vocab-size`` alone)."""
+    from fusedfocal import data
 
-        tokenizer, source, positions = encoder.open_tokenizer(args, run_dir)
-    if run_dir is not None and (Path(run_dir) / rundir.LABEL_VOCAB_FILE).exists():
-        pipeline = data.TextPipeline.from_directory(_config(args, head), run_dir, tokenizer=tokenizer)
-        if pipeline.label_vocab.labels != label_vocab.labels:
-            stored = pipeline.label_vocab.labels
-            missing = sorted(set(stored) - set(label_vocab.labels))
-            new = sorted(set(label_vocab.labels) - set(stored))
-            raise CLIError("--data", (
-                f"the label vocabulary of this data does not match the one {run_dir} was trained with: expected "
-                f"{len(stored)} labels as in {Path(run_dir) / rundir.LABEL_VOCAB_FILE}; received {len(label_vocab)} "
-                f"labels (missing: {missing[:8]}, new: {new[:8]}, or a different frequency order)"))
-    else:
-        unresolved = any(getattr(args, k, None) is None for k in st.RESOLVED)
-        chosen = st.resolve_vocab(args) if unresolved and tokenizer is None else {}
-        if tokenizer is not None:
-            if unresolved:
-                probe = data.TextPipeline(data.PipelineConfig(max_length=positions), None, label_vocab,
-                                          tokenizer=tokenizer)
-                chosen = encoder.resolve(args, probe.token_lengths(texts), vocab_tokens=len(probe.wordpiece_vocab),
-                                         documents=len(texts), val_docs=len(val[0]), positions=positions)
-        elif wordpiece is None:
-            t0 = time.time()
-            wordpiece = data.build_wordpiece_vocab(texts, args.vocab_size, seed=0)
-            log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(texts)} training documents "
-                f"in {time.time() - t0:.1f}s")
-        if unresolved and tokenizer is None:  # the token lengths of every training document fix the rest
-            probe = data.TextPipeline(data.PipelineConfig(max_length=st.MAX_LENGTH, vocab_size=args.vocab_size),
-                                      wordpiece, label_vocab)
-            chosen = st.resolve(args, probe.token_lengths(texts), documents=len(texts),
-                                vocab_tokens=len(wordpiece), val_docs=len(val[0]), settings=chosen, head=head)
-        # the fused head's optimizer, storage and rate ({} for the dense head); as for the settings
-        # above, a run given every one of them (compare --resume: the stored ones) records none
-        head_unresolved = (getattr(args, "head_optimizer", None) is None or getattr(args, "head_dtype", None) is None
-                           or (args.head_optimizer != "shared" and getattr(args, "head_learning_rate", None) is None))
-        head_chosen = st.resolve_head(args, head)
-        fused.check_head_flags(args, head)
-        if unresolved or head_unresolved:
-            chosen.update(head_chosen)
-        if (unresolved or (head_unresolved and head_chosen)) and not quiet_settings:
-            for line in st.block(chosen):
-                log(line)
-        pipeline = data.TextPipeline(_config(args, head), None if tokenizer else wordpiece, label_vocab,
-                                     tokenizer=tokenizer)
+    t0 = time.time()
+    wordpiece = data.build_wordpiece_vocab(texts, vocab_size, seed=0)
+    log(f"WordPiece vocabulary: {len(wordpiece)} tokens learnt from {len(texts)} training documents "
+        f"in {time.time() - t0:.1f}s")
+    return wordpiece
+
+
+def finish(corpus, pipeline, *, head, settings, encoder, eval_paths, max_length, warn_truncation):
+    """The :class:`Prepared` of ``corpus`` read through ``pipeline``: the fit split's label counts,
+    the evaluation labels checked, the labels without a fit document and the truncation reported."""
+    fit, test = corpus.fit, corpus.test
     # Documents per label in the fit split, from label ids (a multi-hot [N, C] would not fit for XMC).
     index = pipeline.label_vocab.index
     fit_ids = [index[n] for names in fit[1] for n in set(names) if n in index]
     fit_counts = np.bincount(np.asarray(fit_ids, np.int64), minlength=len(index)).astype(np.int64)
-    if args.eval:
-        _check_eval_labels(test[1], pipeline.label_vocab, args.eval)
+    if eval_paths:
+        _check_eval_labels(test[1], pipeline.label_vocab, eval_paths)
     unseen = [name for name, n in zip(pipeline.label_vocab.labels, fit_counts) if n == 0]
     if unseen:
         log(f"warning: {len(unseen)} label(s) have no positive document among the {len(fit[0])} training "
@@ -218,11 +201,11 @@ def prepare(args, run_dir=None, wordpiece=None, quiet_settings=False, warn_trunc
             f"{unseen[:8]}{' ...' if len(unseen) > 8 else ''}. Training goes on; a smaller --val-size or "
             "more data avoids this.")
     # a max length chosen from the data states its cut in the settings block; a given one warns here
-    length_chosen = "max_length" in chosen and chosen["max_length"].source == "data"
-    truncation = truncation_report(pipeline, fit[0], args.max_length, warn=warn_truncation and not length_chosen)
-    return Prepared(fit=fit, val=val, test=test, eval_split=eval_split, pipeline=pipeline,
-                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=desc, head=head,
-                    truncation=truncation, settings=chosen, encoder=source)
+    length_chosen = "max_length" in settings and settings["max_length"].source == "data"
+    truncation = truncation_report(pipeline, fit[0], max_length, warn=warn_truncation and not length_chosen)
+    return Prepared(fit=fit, val=corpus.val, test=test, eval_split=corpus.eval_split, pipeline=pipeline,
+                    fit_counts=fit_counts, fit_docs=len(fit[0]), description=corpus.description, head=head,
+                    truncation=truncation, settings=settings, encoder=encoder)
 
 
 def truncation_report(pipeline, texts, max_length, warn=True):

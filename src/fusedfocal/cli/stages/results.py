@@ -32,9 +32,10 @@ def tune_on_validation(model, prep):
     return thresholds, val_scores, val_y
 
 
-def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records, *, selection,
-               train_seconds, replicas, jit_compile):
-    """``(result, test_scores, test_y)``: the run's ``metrics.json`` and the evaluation scores."""
+def run_result(prep, model, loss_name, loss_params, thresholds, val_scores, val_y, records, *, groups, settings,
+               selection, train_seconds):
+    """``(result, test_scores, test_y)``: the run's ``metrics.json`` and the evaluation scores
+    (``groups``: ``--groups``; ``settings``: the run's settings record, stored as is)."""
     from fusedfocal.cli.stages import models
 
     g = thresholds["global"]
@@ -42,7 +43,7 @@ def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores
     test_scores = (val_scores if prep.eval_split == "validation"
                    else models.predict_scores(model, pipe, prep.test[0]))
     test_y, unknown = labels.encode(prep.test[1])
-    groups, group_rule = ev.resolve_groups(args.groups, labels.counts)
+    groups, group_rule = ev.resolve_groups(groups, labels.counts)
     kw = dict(train_counts=labels.counts, label_names=labels.labels, boundaries=groups)
     metrics = ev.all_metrics(test_scores, test_y, thresholds, **kw)
     epochs_log = list(records)  # every epoch exactly once, resumed runs included
@@ -54,18 +55,7 @@ def run_result(args, prep, model, loss_name, loss_params, thresholds, val_scores
         "history": {k: [None if r[k] is None else float(r[k]) for r in epochs_log if k in r]
                     for k in history_keys(epochs_log)},
         "epochs": epochs_log, "selection": selection, "train_seconds": round(train_seconds, 2),
-        "settings": {"model": args.model, "epochs": args.epochs, "batch_size": args.batch_size,
-                     "optimizer": getattr(args, "optimizer", "adam"), "learning_rate": args.learning_rate,
-                     "adam_epsilon": getattr(args, "adam_epsilon", None),
-                     "weight_decay": getattr(args, "weight_decay", 0.0), "max_length": args.max_length,
-                     "truncated_training_documents": prep.truncation or None,
-                     "patience": getattr(args, "patience", None), "vocab_size": args.vocab_size,
-                     "vocab_tokens": len(prep.pipeline.wordpiece_vocab),
-                     "chosen": {k: s.source for k, s in (prep.settings or {}).items()},
-                     "seed": args.seed,
-                     "deterministic": args.deterministic, "strategy": args.strategy,
-                     "replicas": replicas, "mixed_precision": args.mixed_precision,
-                     "jit_compile": jit_compile},
+        "settings": settings,
     }
     return result, test_scores, test_y
 

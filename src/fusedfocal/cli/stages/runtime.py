@@ -65,20 +65,24 @@ def is_chief(strategy):
     return task_type == "chief" or (task_type == "worker" and task_id == 0), task_id
 
 
-def setup_runtime(args):
+def setup_runtime(runtime):
+    """Seeds, op determinism and the mixed-precision policy of a
+    :class:`~fusedfocal.cli.spec.RuntimeConfig`, process-wide."""
     import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(args.seed)
-    if args.deterministic:
+    keras.utils.set_random_seed(runtime.seed)
+    if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    policy = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[args.mixed_precision]
+    policy = {"off": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[runtime.mixed_precision]
     keras.mixed_precision.set_global_policy(policy)
 
 
-def use_jit(args):
-    if args.jit_compile != "auto":
-        return args.jit_compile == "on"
+def use_jit(runtime, model, label_shards=None):
+    """Whether the train step is compiled with XLA: ``--jit-compile on``/``off``, or for ``auto`` the
+    measured rule below (``model``: the resolved ``--model``)."""
+    if runtime.jit_compile != "auto":
+        return runtime.jit_compile == "on"
     # Measured on 2 CPU cores (Keras 3.15, TF 2.21): XLA is 1.1x (cnn) to 2x (fasttext) faster per step;
     # distributed runs and the attention model stay on the plain graph path.
     # Keras turns XLA off itself under op determinism (--deterministic, process-wide once enabled).
@@ -86,5 +90,5 @@ def use_jit(args):
 
     # ngram: tf.unique has no XLA kernel.
     # A label-sharded head (--label-shards) spans devices, and XLA compiles a step for one.
-    return (args.strategy == "default" and args.model not in ("transformer", "ngram") and not args.deterministic
-            and not is_op_determinism_enabled() and not getattr(args, "label_shards", None))
+    return (runtime.strategy == "default" and model not in ("transformer", "ngram") and not runtime.deterministic
+            and not is_op_determinism_enabled() and not label_shards)

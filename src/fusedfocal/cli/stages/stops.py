@@ -5,7 +5,7 @@
   ``logs["loss"]``, already on the host: the checkpoint callback has a batch hook) is checked; the
   first NaN or +-Inf stops the run at that batch (a running mean stays non-finite once one batch
   is). After every epoch the weights are checked too (the last batch's update can overflow them
-  with a finite loss). The weights kept are those of the best finite epoch; see ``train.train_run``.
+  with a finite loss). The weights kept are those of the best finite epoch (``fit.keep_finite``).
 * **Signals.** The first SIGTERM or SIGINT is noted; the run finishes the batch in progress, writes
   a checkpoint after it (``backup/epoch-NNNN-batch-BBBBBB/``) and stops with exit status 128 + the
   signal number. A second signal restores the default action and re-sends itself: the process
@@ -25,7 +25,8 @@ import threading
 
 from fusedfocal.cli.errors import Diverged, Interrupted, log
 
-__all__ = ["NonFiniteCheck", "SignalStop", "nan_fault_loss", "diverged_message", "DIVERGED_HELP"]
+__all__ = ["NonFiniteCheck", "SignalStop", "nan_fault_loss", "diverged_message", "DIVERGED_HELP", "diverged_info",
+           "diverged_again", "diverged_without_result", "ended"]
 
 _NAN_POINT = re.compile(r"^nan-epoch-(\d+)-batch-(\d+)$")
 
@@ -186,3 +187,68 @@ def nan_fault_loss(loss, points_env):
             poison.assign(float("nan") if rundir.armed(point) else 1.0)
 
     return poisoned, _Poison
+
+
+def diverged_info(run_dir):
+    """The ``diverged.json`` of a run folder, or ``None``."""
+    import json
+    from pathlib import Path
+
+    from fusedfocal.cli.store import rundir
+
+    path = Path(run_dir) / rundir.DIVERGED_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"epoch": "?", "batch": "?", "steps_per_epoch": "?", "last_finite_epoch": 0, "kept_epoch": 0}
+
+
+def diverged_without_result(run_dir, chief, checkpoints, loss_name, loss_params, info):
+    """The result of a run that diverged before any epoch finished finite: ``diverged.json``, no model."""
+    from pathlib import Path
+
+    from fusedfocal.cli.stages.lossargs import loss_label
+    from fusedfocal.cli.store import rundir
+
+    info["kept_epoch"] = 0
+    if chief:
+        rundir.write_json(Path(run_dir) / rundir.DIVERGED_FILE, info)
+    checkpoints.remove()
+    return {"name": loss_label(loss_name, loss_params), "loss": loss_name, "diverged": info, "metrics": None}
+
+
+def diverged_again(run_dir):
+    """The error of ``--resume`` on a run that diverged: it would diverge again."""
+    info = diverged_info(run_dir)
+    kept = info.get("kept_epoch", 0)
+    return Diverged(f"{run_dir} diverged (epoch {info.get('epoch')}, batch {info.get('batch')}: "
+                    f"{info.get('what', 'the training loss')} became {info.get('value', 'non-finite')} at learning "
+                    f"rate {info.get('learning_rate')}); " + (
+                        f"its result is epoch {kept}'s weights (model.keras, metrics.json). " if kept else
+                        "no epoch finished with a finite loss, so it has no model. ")
+                    + "A diverged run is not resumed: it would diverge again. " + DIVERGED_HELP
+                    + "; then start again with --overwrite.", info)
+
+
+def ended(e, work_dir, resume_command):
+    """``e`` (a :class:`RunEnded`) with what to do next: for a write error, the newest checkpoint
+    (intact) and the resume command; for a signal, the resume command."""
+    from pathlib import Path
+
+    from fusedfocal.cli.errors import WriteFailed
+    from fusedfocal.cli.store import checkpoints as ckpt
+    from fusedfocal.cli.store import rundir
+
+    if isinstance(e, WriteFailed):
+        latest = ckpt.Checkpoints(work_dir).latest()
+        e.message += (f". The newest checkpoint, {latest}, is intact" if latest else
+                      ". No checkpoint was written yet") + ". Free some space (or fix the permission), then "
+        if (Path(work_dir) / rundir.CONFIG_FILE).exists() or latest:
+            e.message += f"continue with: {resume_command}"
+        else:  # without config.json there is nothing to resume
+            e.message += "start the run again: the same command with --overwrite"
+    elif isinstance(e, Interrupted):
+        e.message += f". Continue with: {resume_command}"
+    return e

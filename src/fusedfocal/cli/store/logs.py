@@ -10,11 +10,12 @@ from fusedfocal.cli.errors import CLIError
 
 __all__ = ["profile_batches", "check_profiler", "tensorboard_callback", "ScalarLogger"]
 
-def profile_batches(args, steps_per_epoch):
-    if not args.profile:
+def profile_batches(profile, steps_per_epoch):
+    """The batches ``--profile STEPS`` traces: from the second (the first traces the step)."""
+    if not profile:
         return 0
-    start = 2 if steps_per_epoch is None or steps_per_epoch > args.profile + 1 else 1
-    return (start, start + args.profile - 1)
+    start = 2 if steps_per_epoch is None or steps_per_epoch > profile + 1 else 1
+    return (start, start + profile - 1)
 
 
 def check_profiler():

@@ -33,7 +33,7 @@ from fusedfocal.cli.store.safe import (  # noqa: F401  (the run folder's write p
 
 __all__ = ["dumps", "strict", "writing", "check_space", "RunLock", "guard", "atomic_path", "write_text", "fault", "LOCK_FILE", "BACKUP_DIR", "CONFIG_FILE",
            "MODEL_FILE", "THRESHOLDS_FILE", "METRICS_FILE", "EPOCHS_FILE", "RUN_FILES", "COMPARE_FILES",
-           "stored_args", "resume_args", "save_vocabularies", "is_finished", "work_dir"]
+           "write_train_config", "write_compare_config", "save_vocabularies", "is_finished", "work_dir"]
 
 BACKUP_DIR = "backup"
 CONFIG_FILE = "config.json"
@@ -56,59 +56,34 @@ COMPARISON_MD, COMPARISON_JSON = "comparison.md", "comparison.json"
 RECALL_PNG, PR_PNG = "recall_vs_frequency.png", "pr_curves.png"
 RUNS_DIR = "runs"
 COMPARE_FILES = (CONFIG_FILE, COMPARISON_MD, COMPARISON_JSON, RECALL_PNG, PR_PNG, RUNS_DIR)
-# train flags stored in config.json and restored by --resume
-_STORED = ("data", "eval", "text_field", "labels_field", "label_separator", "split_string_labels", "loss", "gamma",
-           "alpha", "gamma_neg", "gamma_pos", "clip", "beta", "label_smoothing", "loss_param", "model", "embed_dim",
-           "filters", "layers", "dropout", "prior_bias", "epochs", "batch_size", "learning_rate", "max_length",
-           "vocab_size", "val_size", "mixed_precision", "jit_compile", "seed", "deterministic", "strategy", "groups",
-           "profile", "verbose", "ngram_hidden", "ngram_bigrams", "ngram_weighting", "select", "patience", "optimizer",
-           "weight_decay", "head", "fused_head_above", "adam_epsilon", "head_optimizer", "head_dtype",
-           "head_learning_rate")
-
 # ----------------------------------------------------------------------------- config, resume, loading
-def stored_args(args):
-    out = {k: getattr(args, k, None) for k in _STORED}
-    out.update({k: getattr(args, k) for k in ("encoder", "warmup") if getattr(args, k, None) is not None})
-    out["groups"] = list(out["groups"]) if isinstance(out["groups"], (list, tuple)) else out["groups"]
-    return out
-
-
-def resume_args(subparser, argv, args):
-    """``--resume``: the run's stored settings become the defaults; flags given now override them."""
-    cfg_path = Path(args.out) / CONFIG_FILE
-    if not cfg_path.exists():
-        raise CLIError("--resume", f"expected a run folder with {CONFIG_FILE} in --out; received {args.out!r}, "
-                                   "which has none (start the run without --resume)")
-    stored = json.loads(cfg_path.read_text())["args"]
-    if isinstance(stored.get("groups"), list):
-        stored["groups"] = tuple(stored["groups"])
-    subparser.set_defaults(**stored)
-    return subparser.parse_args(argv)
-
-
 def _settings_json(settings):
     return {k: s.as_dict() for k, s in (settings or {}).items()}
 
 
-def write_train_config(run_dir, args, loss_name, loss_params, pipeline, description, head="dense", settings=None):
-    """``config.json`` of a run: its flags (the chosen settings' values included), its loss, its
-    pipeline, its data, its head (``"dense"`` or ``"fused"``, as ``--head`` resolved on this data;
-    ``evaluate`` and ``predict`` read it) and ``settings``: each chosen setting with its source and
-    why (:mod:`fusedfocal.cli.resolve.settings`)."""
+def write_train_config(run_dir, spec, loss_name, loss_params, pipeline, description, head="dense"):
+    """``config.json`` of a run (version :data:`~fusedfocal.cli.spec.VERSION`): its resolved spec
+    (every stage's config, each value's source), its loss, its pipeline, its data, its head
+    (``"dense"`` or ``"fused"``, as ``--head`` resolved on this data; ``evaluate`` and ``predict``
+    read it) and ``settings``: each chosen setting with its source and why."""
     import dataclasses
 
+    from fusedfocal.cli.spec import VERSION
+
     write_json(Path(run_dir) / CONFIG_FILE, {
-        "fusedfocal_cli": 1, "args": stored_args(args), "head": head, "settings": _settings_json(settings),
+        "fusedfocal_cli": VERSION, "command": "train", "spec": spec.to_json(), "head": head,
+        "settings": _settings_json(spec.settings),
         "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
         "pipeline": dataclasses.asdict(pipeline.config), "data": description})
 
 
-def write_compare_config(out, args, settings=None):
-    """``config.json`` of a comparison: the train flags and ``--losses``, ``--threshold-mode``,
-    ``--seeds``, and the settings chosen from the data (as in :func:`write_train_config`)."""
-    write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": 1, "command": "compare", "args": {
-        **stored_args(args), "losses": args.losses, "threshold_mode": args.threshold_mode, "seeds": args.seeds},
-        "settings": _settings_json(settings)})
+def write_compare_config(out, spec):
+    """``config.json`` of a comparison: its spec (``--losses``, ``--threshold-mode``, ``--seeds``
+    included) and the settings chosen from the data (as in :func:`write_train_config`)."""
+    from fusedfocal.cli.spec import VERSION
+
+    write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": VERSION, "command": "compare", "spec": spec.to_json(),
+                                         "settings": _settings_json(spec.settings)})
 
 
 def save_vocabularies(pipeline, run_dir):
