@@ -152,7 +152,8 @@ def test_predict_empty_text_and_file_line_numbers(trained_run, tmp_path, capsys)
 def test_label_without_training_positive_is_a_warning(tiny_data, tmp_path, capsys):
     """A label whose only documents are held out for validation: a warning, training can go on."""
     from fusedfocal.cli import build_parser
-    from fusedfocal.cli.stages.prepare import prepare, split_validation
+    from fusedfocal.cli.resolve import prepare
+    from fusedfocal.cli.stages.prepare import split_validation
     from fusedfocal.data import read_records
 
     texts, labels, _ = read_records(tiny_data["train"])

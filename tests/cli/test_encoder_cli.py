@@ -48,8 +48,8 @@ def test_compare_then_evaluate_and_predict_offline(preset, tiny_data, tmp_path, 
     assert [r["name"] for r in comparison["results"]] == ["bce", "focal"]
     run = out / "runs" / "focal"
     cfg = json.loads((run / rundir.CONFIG_FILE).read_text())
-    assert cfg["args"]["encoder"] == str(local) and cfg["args"]["model"] == "encoder"
-    assert cfg["args"]["warmup"] == 0.1 and cfg["settings"]["learning_rate"]["source"] == "model"
+    assert cfg["spec"]["model"]["encoder"] == str(local) and cfg["spec"]["model"]["model"] == "encoder"
+    assert cfg["spec"]["optim"]["warmup"] == 0.1 and cfg["settings"]["learning_rate"]["source"] == "model"
     assert (run / "encoder" / "model.weights.h5").exists() and not (run / rundir.WORDPIECE_FILE).exists()
     shutil.rmtree(local)
     assert cli("evaluate", str(run), "--data", tiny_data["test"], "--encoder", local) == 0

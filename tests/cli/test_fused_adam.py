@@ -76,14 +76,15 @@ def test_one_model_after_another():
 
 
 def test_the_command_line_uses_it_where_the_step_has_no_xla():
+    from fusedfocal.cli import resolve
+    from fusedfocal.cli.commands.one_run import optimizer
     from fusedfocal.cli.parser import build_parser
-    from fusedfocal.cli.commands.train import _optimizer
 
     parser = build_parser()[0]
 
     def opt(*flags):
-        return _optimizer(parser.parse_args(["train", "--optimizer", "adam", "--learning-rate", "0.01",
-                                             "--adam-epsilon", "9e-6", *flags]))
+        return optimizer(resolve.spec(parser.parse_args(["train", "--optimizer", "adam", "--learning-rate", "0.01",
+                                                         "--adam-epsilon", "9e-6", *flags]), "train"))
     fused = opt("--model", "ngram")  # tf.unique keeps the n-gram step off XLA
     assert type(fused) is FusedAdam and fused.epsilon == pytest.approx(9e-6)
     assert type(opt("--model", "ngram", "--jit-compile", "off")) is keras.optimizers.Adam  # no XLA at all

@@ -53,7 +53,7 @@ def test_train_fused_writes_top_k_metrics(fused_run, xmc_data):
     assert len(m["history"]["val_p@1"]) == 3
     assert not (fused_run / "thresholds.json").exists() and not (fused_run / "backup").exists()
     cfg = json.loads((fused_run / "config.json").read_text())
-    assert cfg["head"] == "fused" and cfg["args"]["head"] == "fused"
+    assert cfg["head"] == "fused" and cfg["spec"]["head"]["head"] == "fused"
     assert cfg["pipeline"]["label_format"] == "padded_ids"  # label ids, never multi-hot
 
 
@@ -104,7 +104,7 @@ def _args(*argv):
 
 @pytest.mark.parametrize("above,head,fmt", [(100, "fused", "padded_ids"), (1000, "dense", "multi_hot")])
 def test_head_auto_picks_by_label_count(xmc_data, above, head, fmt):
-    from fusedfocal.cli.stages.prepare import prepare
+    from fusedfocal.cli.resolve import prepare
 
     prep = prepare(_args("--data", xmc_data["train"], "--fused-head-above", above, *FAST))
     assert prep.head == head and prep.pipeline.config.label_format == fmt
@@ -233,12 +233,13 @@ def test_compare_resume_keeps_finished_fused_runs(xmc_data, tmp_path, monkeypatc
 def test_build_fused_model_bias_at_priors_and_no_dense_logits(xmc_data, model):
     import keras
 
+    from fusedfocal.cli import resolve
     from fusedfocal.cli.stages import fused, models
-    from fusedfocal.cli.stages.prepare import prepare
 
     args = _args("--data", xmc_data["train"], "--head", "fused", *FAST, "--model", model, "--ngram-hidden", "32")
-    prep = prepare(args)
-    m = fused.build_model(args, prep, "la", {}, keras.optimizers.Adam(), False)
+    prep = resolve.prepare(args)
+    spec = resolve.spec(args, "train", head=prep.head)
+    m = fused.build_model(spec.model, spec.head, spec.optim, prep, "la", {}, keras.optimizers.Adam(), False)
     kw = fused.head_kwargs("la", {}, prep.fit_counts, prep.fit_docs)
     # the logit the loss sees (bias + la's offsets) starts at the prior log-odds
     np.testing.assert_allclose(m.head.bias.numpy() + kw["logit_offsets"],

@@ -44,6 +44,14 @@ def _resolved(*argv, head="fused"):
     return args, st.resolve_head(args, head)
 
 
+def _head_config(args):
+    """The fused update's config of ``args`` once resolved, as the build stage sees it."""
+    from fusedfocal.cli import resolve
+
+    spec = resolve.spec(args, "train")
+    return fused.head_optimizer_config(spec.head, spec.optim)
+
+
 # ----------------------------------------------------------------------------- the rules
 def test_defaults_are_todays_head_and_say_where_the_measurement_lives():
     args, chosen = _resolved()
@@ -51,7 +59,7 @@ def test_defaults_are_todays_head_and_say_where_the_measurement_lives():
     assert list(chosen) == ["head_optimizer", "head_dtype"]  # shared: no rate of its own
     for s in chosen.values():
         assert s.source == "default" and "today's behaviour" in s.why and "docs/xmc.md" in s.why
-    assert fused.head_optimizer_config(args) is None  # FocalHeadModel(head_optimizer=None), as before
+    assert _head_config(args) is None  # FocalHeadModel(head_optimizer=None), as before
     lines = st.block(chosen)  # one reason, one line
     assert any(line.strip().startswith("--head-optimizer shared --head-dtype float32  [default] today's")
                for line in lines), lines
@@ -63,20 +71,20 @@ def test_head_rate_rule_and_update_config():
                              "--seed", "4")
     assert args.head_learning_rate == 2e-3 and chosen["head_learning_rate"].source == "default"
     assert "--learning-rate" in chosen["head_learning_rate"].why
-    assert fused.head_optimizer_config(args) == {"optimizer": "adam", "learning_rate": 2e-3, "weight_decay": 0.01,
+    assert _head_config(args) == {"optimizer": "adam", "learning_rate": 2e-3, "weight_decay": 0.01,
                                                  "seed": 4, "epsilon": 9e-6}  # the run's Adam epsilon
     # another rule: the command line's rate of that rule, SGD with momentum 0.9
     args, chosen = _resolved("--head-optimizer", "sgd")
     assert args.head_learning_rate == st.OPTIMIZER_RATES["sgd"] and "summed over labels" in chosen[
         "head_learning_rate"].why
-    cfg = fused.head_optimizer_config(args)
+    cfg = _head_config(args)
     assert cfg["optimizer"] == "sgd" and cfg["momentum"] == 0.9 and cfg["learning_rate"] == 0.33
     args, chosen = _resolved("--head-optimizer", "sgd", "--head-learning-rate", "0.05")
-    assert chosen["head_learning_rate"].source == "flag" and fused.head_optimizer_config(args)["learning_rate"] == 0.05
+    assert chosen["head_learning_rate"].source == "flag" and _head_config(args)["learning_rate"] == 0.05
     # bfloat16 without a head optimizer: the run's optimizer as a fused update (stochastic rounding)
     args, chosen = _resolved("--head-dtype", "bfloat16", "--optimizer", "sgd", "--learning-rate", "0.2")
     assert (args.head_optimizer, args.head_learning_rate) == ("sgd", 0.2)
-    assert fused.head_optimizer_config(args)["moment_dtype"] == "bfloat16"  # slots stored as the kernel is
+    assert _head_config(args)["moment_dtype"] == "bfloat16"  # slots stored as the kernel is
     assert chosen["head_optimizer"].source == "default" and "stochastic rounding" in chosen["head_optimizer"].why
     # the dense head: no head settings; the defaults stored
     args, chosen = _resolved(head="dense")
@@ -148,7 +156,7 @@ def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, mon
     assert cfg["settings"]["head_optimizer"] == {"value": "sgd", "source": "flag", "why": "given"}
     assert cfg["settings"]["head_dtype"] == {"value": "bfloat16", "source": "flag", "why": "given"}
     assert cfg["settings"]["head_learning_rate"]["source"] == "default"
-    assert (cfg["args"]["head_optimizer"], cfg["args"]["head_dtype"], cfg["args"]["head_learning_rate"]) == (
+    assert (cfg["spec"]["head"]["head_optimizer"], cfg["spec"]["head"]["head_dtype"], cfg["spec"]["head"]["head_learning_rate"]) == (
         "sgd", "bfloat16", 0.33)
     checkpoint = run / "backup" / "epoch-0001" / "model.weights.h5"
     assert _stored_kernel(checkpoint.read_bytes())[0] == 2  # bfloat16 in the checkpoint
@@ -200,7 +208,7 @@ def test_sgd_bfloat16_run_resumes_evaluates_and_predicts(xmc_data, tmp_path, mon
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and np.all(np.isfinite(scores))
     # config.json and model.keras must agree on the head
     cfg = json.loads((run / "config.json").read_text())
-    cfg["args"]["head_dtype"] = "float32"
+    cfg["spec"]["head"]["head_dtype"] = "float32"
     (run / "config.json").write_text(json.dumps(cfg))
     assert cli("evaluate", run, "--data", xmc_data["test"], "--output", out) == 2
     assert "does not match config.json: expected head-dtype float32" in capsys.readouterr().err
@@ -219,7 +227,7 @@ def test_compare_passes_the_head_to_every_run(xmc_data, tmp_path):
     assert chosen["head_optimizer"]["value"] == "adam" and chosen["head_optimizer"]["source"] == "default"
     assert chosen["head_dtype"] == {"value": "bfloat16", "source": "flag", "why": "given"}
     run = json.loads((out / "runs" / "bce" / "config.json").read_text())
-    assert (run["args"]["head_optimizer"], run["args"]["head_dtype"], run["args"]["head_learning_rate"]) == (
+    assert (run["spec"]["head"]["head_optimizer"], run["spec"]["head"]["head_dtype"], run["spec"]["head"]["head_learning_rate"]) == (
         "adam", "bfloat16", 0.03)
     with zipfile.ZipFile(out / "runs" / "bce" / "model.keras") as z:
         assert _stored_kernel(z.read("model.weights.h5"))[0] == 2

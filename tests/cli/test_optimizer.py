@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -11,11 +10,16 @@ import numpy as np
 import pytest
 from clitools import FAST, cli
 
-from fusedfocal.cli.commands.train import _optimizer
+from fusedfocal.cli import spec as specs
+from fusedfocal.cli.stages.build import make_optimizer
+
+
+def _optimizer(optim):
+    return make_optimizer(optim)
 
 
 def _args(**kw):
-    return argparse.Namespace(**{"optimizer": "adam", "learning_rate": 0.1, "weight_decay": 0.0, **kw})
+    return specs.OptimConfig(**{"optimizer": "adam", "learning_rate": 0.1, "weight_decay": 0.0, **kw})
 
 
 def test_optimizer_choice_and_decoupled_weight_decay():
@@ -29,8 +33,9 @@ def test_optimizer_choice_and_decoupled_weight_decay():
     w = keras.Variable(np.full((3,), 2.0, np.float32))
     sgd.apply_gradients([(keras.ops.zeros((3,)), w)])
     np.testing.assert_allclose(np.asarray(w), 2.0 * (1 - 0.1 * 0.5), rtol=1e-6)
-    # Old run folders have no "optimizer" in config.json: Adam, as before.
-    assert isinstance(_optimizer(argparse.Namespace(learning_rate=0.1)), keras.optimizers.Adam)
+    # Old run folders have no "optimizer" in config.json: Adam, as before (the migrated spec's None).
+    old = specs.load({"args": {"learning_rate": 0.1}}).optim
+    assert old.optimizer is None and isinstance(_optimizer(old), keras.optimizers.Adam)
 
 
 def test_bad_optimizer_and_weight_decay_are_refused(capsys):
@@ -51,7 +56,7 @@ def test_linear_ngram_hinge_with_sgd_trains_and_is_recorded(tiny_data, tmp_path)
                "--optimizer", "sgd", "--learning-rate", "0.8", "--weight-decay", "0.001", "--patience", "0") == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["settings"]["optimizer"] == "sgd" and m["settings"]["weight_decay"] == 0.001
-    stored = json.loads((out / "config.json").read_text())["args"]  # what --resume restores
+    stored = specs.load(json.loads((out / "config.json").read_text())).flat()  # what --resume restores
     assert stored["optimizer"] == "sgd" and stored["weight_decay"] == 0.001
     losses = m["history"]["loss"]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]

@@ -138,7 +138,7 @@ def test_finished_or_started_run_is_never_replaced_without_overwrite(tiny_data, 
     assert "argument --out:" in err and "holds a finished run" in err and "--overwrite" in err and "--resume" in err
     assert (run / "metrics.json").read_bytes() == before
     with monkeypatch.context() as m:  # refused before the data is read and tokenized, not minutes later
-        m.setattr("fusedfocal.cli.commands.train.prepare", _no_prepare)
+        m.setattr("fusedfocal.cli.resolve.prepare", _no_prepare)
         assert _train(tiny_data, run, "--epochs", "1", "--loss", "focal") == 2
         assert "holds a finished run" in capsys.readouterr().err
     assert cli("train", "--out", run, "--resume") == 0 and "already finished" in capsys.readouterr().err
@@ -162,7 +162,7 @@ def test_compare_resume_skips_finished_losses(tiny_data, tmp_path, monkeypatch, 
     assert not (out / "comparison.json").exists()
     assert cli(*argv) == 2 and "holds a started run" in capsys.readouterr().err  # not continued silently
     with monkeypatch.context() as m:  # and refused before any data preparation
-        m.setattr("fusedfocal.cli.commands.compare.prepare", _no_prepare)
+        m.setattr("fusedfocal.cli.resolve.prepare", _no_prepare)
         assert cli(*argv) == 2 and "holds a started run" in capsys.readouterr().err
     assert cli("compare", "--out", out, "--resume") == 0
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from clitools import cli
 
+from fusedfocal.cli import spec as specs
 from fusedfocal.cli.resolve import settings as st
 from fusedfocal.cli.parser import build_parser
 from fusedfocal.data import synthetic_corpus, write_jsonl
@@ -103,7 +104,7 @@ def corpora(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["short20", "long50"])
 def test_prepare_resolves_what_the_rules_say(corpora, name):
-    from fusedfocal.cli.stages.prepare import prepare
+    from fusedfocal.cli.resolve import prepare
 
     path, texts, labels = corpora[name]
     args = _args("--data", path, "--val-size", "40")
@@ -143,7 +144,7 @@ def test_settings_are_stored_and_reused_by_resume(tiny_data, tmp_path, monkeypat
     assert chosen["model"] == {"value": "cnn", "source": "data", "why": chosen["model"]["why"]}
     assert chosen["epochs"]["source"] == "flag" and chosen["max_length"]["source"] == "data"
     for name in ("model", "max_length", "vocab_size", "batch_size", "learning_rate", "optimizer"):
-        assert cfg["args"][name] == chosen[name]["value"]  # the values are the run's flags now
+        assert specs.load(cfg).flat()[name] == chosen[name]["value"]  # the values are the run's spec now
     assert cfg["pipeline"]["max_length"] == chosen["max_length"]["value"]
 
     monkeypatch.delenv(rundir.FAULT_ENV)

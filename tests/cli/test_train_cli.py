@@ -48,7 +48,7 @@ def test_thresholds_come_from_validation_only(trained_run, tiny_data):
 
     model, pipe, th, cfg = load_run(trained_run)
     texts, labels, _ = read_records(tiny_data["train"])
-    _, val_idx = split_validation(len(texts), 48, cfg["args"]["seed"])
+    _, val_idx = split_validation(len(texts), 48, cfg["spec"]["data"]["seed"])
     scores = predict_scores(model, pipe, [texts[i] for i in val_idx])
     y, _ = pipe.label_vocab.encode([labels[i] for i in val_idx])
     g, per, fallback = ev.tune_thresholds(scores, y)

@@ -17,7 +17,7 @@ from fusedfocal.cli.stages.lossargs import loss_label
 from fusedfocal.cli.store import checkpoints as ckpt
 from fusedfocal.cli.store import report, rundir
 
-__all__ = ["run_one", "settings_record"]
+__all__ = ["run_one", "settings_record", "optimizer"]
 
 
 def settings_record(spec, prep, *, replicas, jit_compile):
@@ -61,17 +61,26 @@ def _folder(spec, prep, loss_name, loss_params, run_dir, *, resume):
     return strategy, chief, work_dir, checkpoints
 
 
+def optimizer(spec, jit=None):
+    """The run's optimizer (:func:`~fusedfocal.cli.stages.build.make_optimizer`): Adam as the fused
+    update only where ``--jit-compile auto`` left the train step without XLA (the n-gram and
+    attention models, distributed runs); an XLA step fuses Keras' Adam itself."""
+    from fusedfocal.cli.stages.build import make_optimizer
+
+    if jit is None:
+        jit = runtime.use_jit(spec.runtime, spec.model.model, spec.head.label_shards)
+    return make_optimizer(spec.optim, fused_adam=spec.runtime.jit_compile == "auto" and not jit)
+
+
 def _build(spec, prep, loss_name, loss_params, strategy, jit, fault_callbacks):
     fused_adam = spec.runtime.jit_compile == "auto" and not jit
     with strategy.scope():
         if spec.model.encoder:  # a KerasHub backbone, fine-tuned with either head (stages/encoder.py)
             return encoder.build_model(spec.model, spec.head, spec.optim, prep, loss_name, loss_params,
                                        jit_compile=jit, fused_adam=fused_adam)
-        from fusedfocal.cli.stages.build import make_optimizer
-
         return heads.HEADS[prep.head].build(
             spec.model, spec.head, spec.optim, prep, loss_name, loss_params, jit_compile=jit,
-            optimizer=make_optimizer(spec.optim, fused_adam=fused_adam), fault=os.environ.get(rundir.FAULT_ENV),
+            optimizer=optimizer(spec, jit), fault=os.environ.get(rundir.FAULT_ENV),
             fault_callbacks=fault_callbacks)
 
 

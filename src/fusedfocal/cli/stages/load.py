@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+from fusedfocal.cli import spec as specs
 from fusedfocal.cli.errors import CLIError
 from fusedfocal.cli.store.rundir import (CONFIG_FILE, LABEL_VOCAB_FILE, METRICS_FILE, MODEL_FILE, THRESHOLDS_FILE,
                                         WORDPIECE_FILE)
@@ -21,7 +23,7 @@ def load_run(run_dir):
     if (run_dir / CONFIG_FILE).exists():
         try:
             cfg = json.loads((run_dir / CONFIG_FILE).read_text())
-            fused, hub = cfg.get("head") == "fused", bool((cfg.get("args") or {}).get("encoder"))
+            fused, hub = cfg.get("head") == "fused", bool(specs.load(cfg).model.encoder)
         except ValueError:
             fused = False
     needed = ((CONFIG_FILE, MODEL_FILE, LABEL_VOCAB_FILE) + (() if hub else (WORDPIECE_FILE,))
@@ -48,7 +50,7 @@ def load_run(run_dir):
                                       f"{len(pipeline.label_vocab)} in label_vocab.json")
         # model.keras rebuilds the head it was trained with (weight dtype, head optimizer and its
         # slots); it must be the head config.json records (absent: a run older than those flags)
-        stored = cfg.get("args") or {}
+        stored = dataclasses.asdict(specs.load(cfg).head)
         opt = model.head.head_optimizer
         found = {"head_dtype": model.head.weight_dtype, "head_optimizer": "shared" if opt is None else opt.update.optimizer}
         for name, default in (("head_dtype", "float32"), ("head_optimizer", "shared")):
@@ -73,7 +75,7 @@ def _encoder_tokenizer(run_dir, cfg):
     try:
         return hub.load_tokenizer(Path(run_dir) / "encoder")
     except (ImportError, ValueError) as e:
-        raise CLIError("RUN_DIR", f"expected a run folder whose --encoder {cfg['args']['encoder']} can be read from "
+        raise CLIError("RUN_DIR", f"expected a run folder whose --encoder {specs.load(cfg).model.encoder} can be read from "
                                   f"{Path(run_dir) / 'encoder'} (pip install fusedfocal[hub] for KerasHub); received: {e}")
 
 
