@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli import metrics as ev
 from fusedfocal.cli.store import report
 
 

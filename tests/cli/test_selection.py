@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from clitools import FAST, cli
 
-from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli import metrics as ev
 from fusedfocal.cli.stages import ngram
 from fusedfocal.cli.store import report, rundir, safe
 from fusedfocal.cli.store.rundir import InjectedFault

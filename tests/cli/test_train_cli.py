@@ -40,7 +40,7 @@ def test_train_writes_artifacts_and_sane_metrics(trained_run):
 
 def test_thresholds_come_from_validation_only(trained_run, tiny_data):
     """Re-tuning on the held-out validation split reproduces the stored thresholds exactly."""
-    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli import metrics as ev
     from fusedfocal.cli.stages.load import load_run
     from fusedfocal.cli.stages.models import predict_scores
     from fusedfocal.cli.stages.prepare import split_validation

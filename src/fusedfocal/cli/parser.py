@@ -118,6 +118,7 @@ def _add_data_flags(p, *, training=True):
 
 
 def _add_train_flags(p):
+    """The flags of ``train`` and ``compare``, in groups."""
     _add_data_flags(p)
     g = p.add_argument_group("loss parameters (only those given are passed; defaults are the loss's)")
     g.add_argument("--gamma", type=_nonnegative_float, help="focusing parameter (focal, cb, db, poly)")
@@ -130,6 +131,12 @@ def _add_train_flags(p):
     g.add_argument("--loss-param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other loss parameter, repeatable (e.g. --loss-param map_mu=0.9)")
     m = p.add_argument_group("model and optimisation")
+    _add_model_flags(m)
+    _add_head_flags(m)
+    _add_fit_flags(m)
+
+
+def _add_model_flags(m):
     m.add_argument("--model", default=None, choices=["cnn", "fasttext", "transformer", "ngram"],
                    help="text model: cnn (embedding + 1-D convolutions of widths 1-3 + max pool), ngram (TF-IDF "
                         "WordPiece unigrams, optionally bigrams, and a one-hidden-layer or linear head), fasttext "
@@ -148,9 +155,9 @@ def _add_train_flags(p):
     m.add_argument("--dropout", type=_fraction, default=0.2, help="dropout before the logits (default 0.2)")
     m.add_argument("--no-prior-bias", dest="prior_bias", action="store_false",
                    help="start the logits' bias at 0 instead of log(prior / (1 - prior))")
-    m.add_argument("--epochs", type=_positive_int, default=None,
-                   help="most training epochs (default: about 1200 optimizer steps, within [3, 20]); early "
-                        "stopping (--patience) ends a run sooner and --select keeps the best epoch's weights")
+
+
+def _add_head_flags(m):
     m.add_argument("--head", default="auto", choices=["auto", "dense", "fused"],
                    help="the classifier head: dense (a Dense logits layer and any loss; thresholds, F1) or fused "
                         "(fusedfocal.keras.FocalHead: the loss fused with the classifier, never [batch, labels], "
@@ -175,6 +182,12 @@ def _add_train_flags(p):
                    help="fused head: split its kernel, bias and optimizer slots into S label shards, one per "
                         "device (the GPUs, else S logical CPU devices), so that per step only [batch, H] "
                         "features, their gradient and scalars cross devices (default: one kernel; no XLA)")
+
+
+def _add_fit_flags(m):
+    m.add_argument("--epochs", type=_positive_int, default=None,
+                   help="most training epochs (default: about 1200 optimizer steps, within [3, 20]); early "
+                        "stopping (--patience) ends a run sooner and --select keeps the best epoch's weights")
     m.add_argument("--select", default=None, choices=["macro_f1", "micro_f1", "p@1", "ndcg@5", "val_loss", "last"],
                    help="the epoch whose weights are kept: best validation macro-F1 at the tuned global threshold "
                         "(the dense head's default), micro-F1, P@1 (the fused head's default), nDCG@5 (fused), "

@@ -13,7 +13,7 @@ from pathlib import Path
 from fusedfocal.cli import resolve
 from fusedfocal.cli.commands.one_run import run_one
 from fusedfocal.cli.errors import CLIError, RunEnded, log
-from fusedfocal.cli.stages import heads, load, stops
+from fusedfocal.cli.stages import fused, heads, load, stops
 from fusedfocal.cli.stages.lossargs import loss_label, parse_value
 from fusedfocal.cli.store import comparison, report, rundir
 
@@ -60,8 +60,6 @@ def _slug(text):
 def cmd_compare(args, *, given=frozenset(), stored=frozenset()):
     """The command: resolves ``args`` (``given``: the flags on the command line; ``stored``: those
     ``--resume`` restored) into a spec, validates every loss, and compares them."""
-    from fusedfocal.cli.stages import fused
-
     specs = parse_loss_specs(args.losses or ([fused.DEFAULT_LOSSES] if args.head == "fused" else None))
     shared = resolve.loss_params(args)  # {param: (value, flag)}: each reported under its own flag
     out = Path(args.out)
@@ -97,7 +95,7 @@ def compare(spec, preps, runs, *, t_start=None):
         rundir.guard(out, rundir.COMPARE_FILES, resume=run.resume, overwrite=run.overwrite,
                      finished=rundir.COMPARISON_JSON)
         if not (run.resume and (out / rundir.CONFIG_FILE).exists()):
-            rundir.write_compare_config(out, spec)
+            rundir.write_compare_config(out, spec.to_json(), spec.settings)
         per_loss = []
         k, total = 0, len(runs) * len(seeds)
         for name, tagged in runs:
@@ -112,7 +110,8 @@ def compare(spec, preps, runs, *, t_start=None):
                 per_seed[-1]["run_dir"] = str(run_dir)
             per_loss.append(per_seed)
         results, diverged = _aggregate(per_loss)
-        facts = comparison.Facts(model=spec.model.model, epochs=spec.optim.epochs, select=spec.optim.select,
+        facts = comparison.Facts(model=spec.model.model, epochs=spec.optim.epochs,
+                                 select=fused.resolve_select(spec.optim.select, prep.head),
                                  patience=spec.optim.patience, seeds=tuple(seeds), seeded=seeded,
                                  threshold_mode=spec.evaluation.threshold_mode, groups=spec.evaluation.groups)
         comparison.write_comparison(facts, prep, results, out, time.time() - t_start, labels_text, diverged)

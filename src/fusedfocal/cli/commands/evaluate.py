@@ -13,7 +13,7 @@ from fusedfocal.cli.errors import CLIError
 
 
 def cmd_evaluate(args):
-    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli import metrics as ev
     from fusedfocal.cli.store import report
     from fusedfocal.cli.stages.models import predict_scores
     from fusedfocal.cli.stages.prepare import read_labelled
@@ -61,7 +61,7 @@ def _evaluate_fused(args, model, pipe, stored, texts, label_lists):
     head's top 5, with the propensities and label groups of the run's training counts."""
     from fusedfocal.cli.stages import fused
     from fusedfocal.cli.store import report
-    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli import metrics as ev
 
     labels = pipe.label_vocab
     true_ids, unknown = fused.label_ids(labels, label_lists)

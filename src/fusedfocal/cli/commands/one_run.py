@@ -53,8 +53,8 @@ def _folder(spec, prep, loss_name, loss_params, run_dir, *, resume):
     if chief:
         rundir.save_vocabularies(prep.pipeline, run_dir)
         if not resume or not (run_dir / rundir.CONFIG_FILE).exists():
-            rundir.write_train_config(run_dir, spec, loss_name, loss_params, prep.pipeline, prep.description,
-                                      prep.head)
+            rundir.write_train_config(run_dir, spec.to_json(), spec.settings, loss_name, loss_params,
+                                      prep.pipeline, prep.description, prep.head)
     checkpoints = ckpt.Checkpoints(work_dir)
     if not resume:
         fit.clear(work_dir, checkpoints)

@@ -99,7 +99,7 @@ def resolve_vocab(args):
     if _given(args, "vocab_size"):
         return {"vocab_size": Setting(args.vocab_size, "flag", "given")}
     args.vocab_size = VOCAB_CAP
-    return {"vocab_size": Setting(VOCAB_CAP, "data", f"an upper bound; the learner keeps every piece seen >= 5 times")}
+    return {"vocab_size": Setting(VOCAB_CAP, "data", "an upper bound; the learner keeps every piece seen >= 5 times")}
 
 
 def _round_length(p):
@@ -132,6 +132,16 @@ def resolve(args, lengths, *, documents, vocab_tokens, val_docs, settings=None, 
         out["vocab_size"] = Setting(args.vocab_size, "flag", f"given ({vocab_tokens:,} tokens learnt)")
     length_text = (f"WordPiece tokens per training document: median {median}, {LENGTH_PERCENTILE}th percentile "
                    f"{p95}")
+    key = _resolve_model(args, out, p95, length_text)
+    _resolve_length(args, out, lengths, p95, length_text)
+    _resolve_optimizer(args, out, key, head)
+    _resolve_budget(args, out, key, documents, val_docs)
+    return {k: out[k] for k in RESOLVED if k in out}
+
+
+def _resolve_model(args, out, p95, length_text):
+    """``--model`` (and the n-gram model's ``--ngram-hidden``, ``--ngram-bigrams``); returns the key
+    of :data:`MODEL_DEFAULTS` (``ngram-linear`` for the n-gram model without a hidden layer)."""
     if _given(args, "model"):
         out["model"] = Setting(args.model, "flag", "given")
     else:
@@ -153,17 +163,26 @@ def resolve(args, lengths, *, documents, vocab_tokens, val_docs, settings=None, 
         for name in ("ngram_hidden", "ngram_bigrams"):
             if not _given(args, name):
                 setattr(args, name, MODEL_DEFAULTS["ngram"][name])
+    return key
+
+
+def _resolve_length(args, out, lengths, p95, length_text):
+    """``--max-length``: the 95th percentile rounded up, with the share of documents it truncates."""
     if _given(args, "max_length"):
         cut = int((lengths > args.max_length).sum())
         out["max_length"] = Setting(args.max_length, "flag", f"given; truncates {cut:,} of {lengths.size:,} "
                                                              f"training documents ({length_text})")
-    else:
-        args.max_length = _round_length(p95)
-        cut = int((lengths > args.max_length).sum())
-        out["max_length"] = Setting(args.max_length, "data", (
-            f"the {LENGTH_PERCENTILE}th percentile, {p95} tokens, rounded up to a multiple of {LENGTH_STEP} within "
-            f"[{MIN_LENGTH}, {MAX_LENGTH}]: truncates {cut:,} of {lengths.size:,} training documents "
-            f"({100 * cut / max(lengths.size, 1):.1f}%)"))
+        return
+    args.max_length = _round_length(p95)
+    cut = int((lengths > args.max_length).sum())
+    out["max_length"] = Setting(args.max_length, "data", (
+        f"the {LENGTH_PERCENTILE}th percentile, {p95} tokens, rounded up to a multiple of {LENGTH_STEP} within "
+        f"[{MIN_LENGTH}, {MAX_LENGTH}]: truncates {cut:,} of {lengths.size:,} training documents "
+        f"({100 * cut / max(lengths.size, 1):.1f}%)"))
+
+
+def _resolve_optimizer(args, out, key, head):
+    """``--optimizer``, ``--learning-rate`` and ``--adam-epsilon``: the model's defaults."""
     defaults = MODEL_DEFAULTS[key]
     if _given(args, "optimizer"):
         out["optimizer"] = Setting(args.optimizer, "flag", "given")
@@ -190,10 +209,14 @@ def resolve(args, lengths, *, documents, vocab_tokens, val_docs, settings=None, 
     else:
         args.adam_epsilon = defaults["adam_epsilon"]
         out["adam_epsilon"] = Setting(args.adam_epsilon, "model", MODEL_NOTES[key])
+
+
+def _resolve_budget(args, out, key, documents, val_docs):
+    """``--batch-size`` (the model's), ``--epochs`` (about :data:`STEP_BUDGET` steps), ``--patience``."""
     if _given(args, "batch_size"):
         out["batch_size"] = Setting(args.batch_size, "flag", "given")
     else:
-        args.batch_size = defaults["batch_size"]
+        args.batch_size = MODEL_DEFAULTS[key]["batch_size"]
         out["batch_size"] = Setting(args.batch_size, "model", MODEL_NOTES[key])
     fit_docs = max(documents - val_docs, 1)
     steps = max(1, fit_docs // args.batch_size)
@@ -210,7 +233,6 @@ def resolve(args, lengths, *, documents, vocab_tokens, val_docs, settings=None, 
     else:
         args.patience = 3
         out["patience"] = Setting(3, "default", "stop after 3 epochs without a better validation score")
-    return {k: out[k] for k in RESOLVED if k in out}
 
 
 def resolve_head(args, head):

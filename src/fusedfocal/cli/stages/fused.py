@@ -16,7 +16,7 @@ the model is the usual encoder without its Dense logits layer, followed by
 * **evaluation**: the head's top-:data:`K` (chunked :func:`fusedfocal.ops.linear_top_k`) on the
   validation and evaluation splits, and from it P@k, nDCG@k, PSP@k (:mod:`fusedfocal.metrics_xmc`,
   propensities from the label vocabulary's training counts) and recall@5 per label group
-  (``--groups``, as :func:`fusedfocal.cli.stages.metrics.resolve_groups` resolves them). No thresholds:
+  (``--groups``, as :func:`fusedfocal.cli.metrics.resolve_groups` resolves them). No thresholds:
   a fused run has no ``thresholds.json``, and ``predict`` prints the top-k;
 * **selection**: the best epoch by validation P@1 (``--select p@1``, the default on this path), or
   nDCG@5, the validation loss or the last epoch.
@@ -277,7 +277,7 @@ def top_k_metrics(top_ids, true_ids, *, train_counts, train_docs, boundaries):
     """P@k, nDCG@k, PSP@k (k in :data:`KS`) and ``recall@5`` pooled over the (document, true label)
     pairs of all labels and of each label group; fractions in [0, 1] as every metric of the CLI."""
     from fusedfocal import metrics_xmc
-    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli import metrics as ev
 
     k = max(KS)
     out = metrics_xmc.xmc_metrics(top_ids, true_ids, ks=KS, label_counts=train_counts, num_docs=max(train_docs, 3))
@@ -314,7 +314,7 @@ def run_result(prep, model, loss_name, loss_params, records, *, groups, settings
     """The ``metrics.json`` of a fused run: the top-k metrics on the evaluation split (and on
     validation), with the same bookkeeping as :func:`fusedfocal.cli.stages.results.run_result`
     (``groups``: ``--groups``; ``settings``: the run's settings record)."""
-    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli import metrics as ev
     from fusedfocal.cli.stages.results import history_keys, result_head
 
     pipe, labels = prep.pipeline, prep.pipeline.label_vocab

@@ -8,7 +8,7 @@ priors are by the fit split, the training documents minus validation (``Prepared
 
 from __future__ import annotations
 
-from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli import metrics as ev
 from fusedfocal.cli.stages.lossargs import loss_label
 
 __all__ = ["tune_on_validation", "run_result", "result_head", "history_keys"]

@@ -21,6 +21,7 @@ import os
 import re
 from pathlib import Path
 
+import keras
 import numpy as np
 
 __all__ = ["MONITORS", "BestEpoch", "validation_scores"]
@@ -34,7 +35,7 @@ _BEST = re.compile(r"^best-epoch-(\d{4,})\.weights\.h5$")
 
 def validation_scores(model, pipeline, texts, y, predict_scores):
     """``{"val_macro_f1", "val_micro_f1", "val_threshold", "val_loss"}`` of ``model`` on ``(texts, y)``."""
-    from fusedfocal.cli.stages import metrics as ev
+    from fusedfocal.cli import metrics as ev
 
     scores, logits = predict_scores(model, pipeline, texts, return_logits=True)
     g, _, _ = ev.tune_thresholds(scores, y)
@@ -71,92 +72,88 @@ def best_of(records, select):
     return best, score
 
 
-def BestEpoch(select, patience, score_fn, backup_dir, records, log=print):
+class BestEpoch(keras.callbacks.Callback):
     """A Keras callback (see the module docstring). ``score_fn(model)`` returns the validation
     scores; ``records`` are the epoch records so far (non-empty on resume). Put it before the
     checkpoint callback, so the scores are in the record that is checkpointed."""
-    import keras
 
-    from fusedfocal.cli.store import rundir
+    def __init__(self, select, patience, score_fn, backup_dir, records, log=print):
+        super().__init__()
+        self.select, self.patience = select, int(patience)
+        self.key, self.higher = MONITORS[select]
+        self.score_fn, self.backup_dir, self.log = score_fn, Path(backup_dir), log
+        self.best_epoch, self.best_score = best_of(records, select)
+        self.last_epoch = records[-1]["epoch"] if records else 0
 
-    key, higher = MONITORS[select]
-    backup_dir = Path(backup_dir)
+    @property
+    def waited(self):
+        return self.last_epoch - self.best_epoch
 
-    class _BestEpoch(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.select, self.patience = select, int(patience)
-            self.best_epoch, self.best_score = best_of(records, select)
-            self.last_epoch = records[-1]["epoch"] if records else 0
+    @property
+    def exhausted(self):
+        """Early stopping's condition: ``patience`` epochs without a better score."""
+        return bool(self.key and self.patience and self.last_epoch and self.waited >= self.patience)
 
-        @property
-        def waited(self):
-            return self.last_epoch - self.best_epoch
+    def _path(self, epoch):
+        return self.backup_dir / f"best-epoch-{epoch:04d}.weights.h5"
 
-        @property
-        def exhausted(self):
-            """Early stopping's condition: ``patience`` epochs without a better score."""
-            return bool(key and self.patience and self.last_epoch and self.waited >= self.patience)
+    def _clean(self):
+        if not self.backup_dir.is_dir():
+            return
+        for p in self.backup_dir.iterdir():
+            m = _BEST.match(p.name)
+            if m and int(m.group(1)) != self.best_epoch:
+                p.unlink(missing_ok=True)
 
-        def _path(self, epoch):
-            return backup_dir / f"best-epoch-{epoch:04d}.weights.h5"
+    def on_train_begin(self, logs=None):
+        self._clean()  # stale files of an epoch re-run after a resume
 
-        def _clean(self):
-            if not backup_dir.is_dir():
-                return
-            for p in backup_dir.iterdir():
-                m = _BEST.match(p.name)
-                if m and int(m.group(1)) != self.best_epoch:
-                    p.unlink(missing_ok=True)
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        for k, v in self.score_fn(self.model).items():
+            logs.setdefault(k, v)
+        self.last_epoch = epoch + 1
+        key, higher = self.key, self.higher
+        if key is None:
+            self.best_epoch = epoch + 1
+            return
+        if _better(logs[key], self.best_score, higher) if self.best_score is not None else \
+                _better(logs[key], float("-inf") if higher else float("inf"), higher):
+            self._save_best(epoch + 1)
+            self.best_epoch, self.best_score = epoch + 1, float(logs[key])
+            self._clean()
+        if self.exhausted:
+            self.log(f"Early stop after epoch {epoch + 1}: no better {key} for {self.patience} epoch(s); "
+                     f"keeping epoch {self.best_epoch} ({key} {self.best_score:.4f}).")
+            self.model.stop_training = True
 
-        def on_train_begin(self, logs=None):
-            self._clean()  # stale files of an epoch re-run after a resume
+    def _save_best(self, epoch):
+        """The weights of ``epoch`` (1-based) beside the checkpoints, renamed into place whole."""
+        from fusedfocal.cli.store import checkpoints, rundir
 
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs if logs is not None else {}
-            scores = score_fn(self.model)
-            for k, v in scores.items():
-                logs.setdefault(k, v)
-            self.last_epoch = epoch + 1
-            if key is None:
-                self.best_epoch = epoch + 1
-                return
-            if _better(logs[key], self.best_score, higher) if self.best_score is not None else \
-                    _better(logs[key], float("-inf") if higher else float("inf"), higher):
-                from fusedfocal.cli.store import checkpoints
+        self.backup_dir.mkdir(parents=True, exist_ok=True)
+        final = self._path(epoch)
+        tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # Keras wants *.weights.h5
+        try:
+            checkpoints.save_weights(self.model, tmp, f"the best weights of epoch {epoch}", f"write-best-{epoch}")
+            with rundir.writing(f"the best weights of epoch {epoch}", final):
+                os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
 
-                backup_dir.mkdir(parents=True, exist_ok=True)
-                final = self._path(epoch + 1)
-                tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # Keras wants *.weights.h5
-                try:
-                    checkpoints.save_weights(self.model, tmp, f"the best weights of epoch {epoch + 1}",
-                                             f"write-best-{epoch + 1}")
-                    with rundir.writing(f"the best weights of epoch {epoch + 1}", final):
-                        os.replace(tmp, final)
-                finally:
-                    tmp.unlink(missing_ok=True)
-                self.best_epoch, self.best_score = epoch + 1, float(logs[key])
-                self._clean()
-            if self.exhausted:
-                log(f"Early stop after epoch {epoch + 1}: no better {key} for {self.patience} epoch(s); "
-                    f"keeping epoch {self.best_epoch} ({key} {self.best_score:.4f}).")
-                self.model.stop_training = True
+    def restore_best(self):
+        """Loads the best epoch's weights (a no-op when the last epoch is the best)."""
+        if not self.best_epoch or self.best_epoch == self.last_epoch:
+            return
+        path = self._path(self.best_epoch)
+        if not path.exists():
+            self.log(f"warning: the weights of the best epoch {self.best_epoch} ({path}) are missing; "
+                     f"keeping epoch {self.last_epoch}'s")
+            self.best_epoch, self.best_score = self.last_epoch, None
+            return
+        self.model.load_weights(path)
 
-        def restore_best(self):
-            """Loads the best epoch's weights (a no-op when the last epoch is the best)."""
-            if not self.best_epoch or self.best_epoch == self.last_epoch:
-                return
-            path = self._path(self.best_epoch)
-            if not path.exists():
-                log(f"warning: the weights of the best epoch {self.best_epoch} ({path}) are missing; "
-                    f"keeping epoch {self.last_epoch}'s")
-                self.best_epoch, self.best_score = self.last_epoch, None
-                return
-            self.model.load_weights(path)
-
-        def summary(self):
-            return {"select": self.select, "monitor": key, "patience": self.patience,
-                    "best_epoch": self.best_epoch, "best_score": self.best_score,
-                    "epochs_trained": self.last_epoch, "stopped_early": self.exhausted}
-
-    return _BestEpoch()
+    def summary(self):
+        return {"select": self.select, "monitor": self.key, "patience": self.patience,
+                "best_epoch": self.best_epoch, "best_score": self.best_score,
+                "epochs_trained": self.last_epoch, "stopped_early": self.exhausted}

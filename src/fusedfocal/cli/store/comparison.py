@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusedfocal.cli.stages import metrics as ev
+from fusedfocal.cli import metrics as ev
 from fusedfocal.cli.store import report, rundir, trust
 
 __all__ = ["Facts", "MODE_TEXT", "write_comparison", "write_fused_comparison", "diverged_mark"]
@@ -19,7 +19,8 @@ MODE_TEXT = {"global": "one global threshold tuned for micro-F1 on the validatio
 
 @dataclass(frozen=True)
 class Facts:
-    """What the report states: the model, the epoch budget, the selection rule and patience, the
+    """What the report states: the model, the epoch budget, the selection rule (resolved on the head)
+    and patience, the
     seeds (``seeded``: ``--seeds`` given, so means and sds), the threshold mode and label groups."""
 
     model: str
@@ -85,15 +86,7 @@ def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
     result (every seed diverged before an epoch finished); they are listed, not tabulated."""
     diverged_md = (["## Diverged", ""] + _diverged_lines(diverged) + [""]) if diverged else []
     if not results:  # every loss diverged: no table, no plots
-        out.mkdir(parents=True, exist_ok=True)
-        md = [f"# Loss comparison: {facts.model} model, at most {facts.epochs} epoch(s)", "",
-              f"{labels_text}. Every loss diverged; there is nothing to compare.", ""] + diverged_md
-        rundir.write_text(out / rundir.COMPARISON_MD, "\n".join(md))
-        report.write_json(out / rundir.COMPARISON_JSON, {
-            "title": md[0][2:], "data": prep.description, "eval_split": prep.eval_split, "results": [],
-            "diverged": list(diverged), "wall_seconds": round(wall, 1)})
-        print("\n".join(md))
-        return
+        return _write_all_diverged(facts, prep, out, wall, labels_text, diverged, diverged_md)
     if prep.head == "fused":
         return write_fused_comparison(facts, prep, results, out, wall, labels_text, diverged, diverged_md)
     mode = facts.threshold_mode
@@ -103,7 +96,7 @@ def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
     group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
                   f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
     seeds = list(facts.seeds)
-    select = facts.select or "macro_f1"
+    select = facts.select
     seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if facts.seeded else f"seed {seeds[0]}")
     title = (f"Loss comparison: {facts.model} model, at most {facts.epochs} epoch(s) (kept: the best by validation "
              f"{select}, patience {facts.patience}), {seed_text}, trained on {prep.description}")
@@ -118,32 +111,8 @@ def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
                        "mean (a tie); per-label recall and the plots are the means / the first seed's.")
     table = report.render_table(results, mode)
     md_table = report.render_table(results, mode, markdown=True)
-    f1_rows = []
-    for r in results:
-        cells = [r["name"]]
-        for m in ("at_0.5", "global", "per_class"):
-            mm = r["metrics"][m]
-            cells += [report.fmt(mm["micro"]["f1"] if mm["micro"] else None),
-                      report.fmt(mm["macro"]["f1"] if mm["macro"] else None)]
-        cells.append(f"{r['thresholds']['global']:.2f}")
-        cells.append(f"{r['train_seconds']:.0f}")
-        cells.append(report.chosen_epochs(r))
-        cells.append(report.curve(r))
-        f1_rows.append(cells)
-    out.mkdir(parents=True, exist_ok=True)
-    recall_png = out / rundir.RECALL_PNG
-    with rundir.atomic_path(recall_png) as tmp:
-        report.plot_recall_vs_frequency(results, mode, tmp, groups)
-    curves = {}
-    names = prep.pipeline.label_vocab.labels
-    pcs = results[0]["metrics"]["global"]["per_class"]
-    gmap = {j: g for g, ix in index.items() for j in ix}
-    for j in _pr_labels(results[0], index):
-        curves[names[j]] = {"train_docs": pcs[j]["train_docs"], "group": gmap[j], "losses": {
-            r["name"]: ev.pr_curve(r["_scores"][0][:, j], r["_scores"][1][:, j]) for r in results}}
-    pr_png = out / rundir.PR_PNG
-    with rundir.atomic_path(pr_png) as tmp:
-        report.plot_pr_curves(curves, tmp)
+    f1_rows = _f1_rows(results)
+    recall_png, pr_png = _plots(results, prep, out, mode, groups, index)
 
     legend = report.column_legend()
     warnings = trust.comparison_warnings(results, max_epochs=facts.epochs)
@@ -169,6 +138,61 @@ def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
     report.write_json(out / rundir.COMPARISON_JSON, payload)
 
     _print_table(title, labels_text, eval_text, f"{group_text}. {note_empty}", table, warnings, legend)
+    _print_f1_rows(f1_rows, diverged)
+    print(f"Wrote {out}/comparison.md, comparison.json, {recall_png.name}, {pr_png.name} and one run folder "
+          f"per loss under {out}/runs/ in {wall:.0f}s.")
+
+
+def _write_all_diverged(facts, prep, out, wall, labels_text, diverged, diverged_md):
+    """Every loss diverged: no table and no plots, the list of what diverged."""
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# Loss comparison: {facts.model} model, at most {facts.epochs} epoch(s)", "",
+          f"{labels_text}. Every loss diverged; there is nothing to compare.", ""] + diverged_md
+    rundir.write_text(out / rundir.COMPARISON_MD, "\n".join(md))
+    report.write_json(out / rundir.COMPARISON_JSON, {
+        "title": md[0][2:], "data": prep.description, "eval_split": prep.eval_split, "results": [],
+        "diverged": list(diverged), "wall_seconds": round(wall, 1)})
+    print("\n".join(md))
+
+
+def _f1_rows(results):
+    """Per loss: micro/macro-F1 at 0.5, global and per-label thresholds, the global threshold, the
+    training seconds, the chosen epoch and the validation curve."""
+    rows = []
+    for r in results:
+        cells = [r["name"]]
+        for m in ("at_0.5", "global", "per_class"):
+            mm = r["metrics"][m]
+            cells += [report.fmt(mm["micro"]["f1"] if mm["micro"] else None),
+                      report.fmt(mm["macro"]["f1"] if mm["macro"] else None)]
+        cells.append(f"{r['thresholds']['global']:.2f}")
+        cells.append(f"{r['train_seconds']:.0f}")
+        cells.append(report.chosen_epochs(r))
+        cells.append(report.curve(r))
+        rows.append(cells)
+    return rows
+
+
+def _plots(results, prep, out, mode, groups, index):
+    """The per-label recall and precision-recall plots, each written atomically; their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    recall_png = out / rundir.RECALL_PNG
+    with rundir.atomic_path(recall_png) as tmp:
+        report.plot_recall_vs_frequency(results, mode, tmp, groups)
+    curves = {}
+    names = prep.pipeline.label_vocab.labels
+    pcs = results[0]["metrics"]["global"]["per_class"]
+    gmap = {j: g for g, ix in index.items() for j in ix}
+    for j in _pr_labels(results[0], index):
+        curves[names[j]] = {"train_docs": pcs[j]["train_docs"], "group": gmap[j], "losses": {
+            r["name"]: ev.pr_curve(r["_scores"][0][:, j], r["_scores"][1][:, j]) for r in results}}
+    pr_png = out / rundir.PR_PNG
+    with rundir.atomic_path(pr_png) as tmp:
+        report.plot_pr_curves(curves, tmp)
+    return recall_png, pr_png
+
+
+def _print_f1_rows(f1_rows, diverged):
     print("micro-F1 / macro-F1 at 0.5 | global tuned | per-label tuned thresholds:")
     for c in f1_rows:
         print(f"  {c[0]:<28} {c[1]:>5} / {c[2]:<5} | {c[3]:>5} / {c[4]:<5} | {c[5]:>5} / {c[6]:<5} "
@@ -178,21 +202,17 @@ def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
         print("Diverged (not in the table):")
         print("\n".join(_diverged_lines(diverged)))
         print()
-    print(f"Wrote {out}/comparison.md, comparison.json, {recall_png.name}, {pr_png.name} and one run folder "
-          f"per loss under {out}/runs/ in {wall:.0f}s.")
 
 
 def write_fused_comparison(facts, prep, results, out, wall, labels_text, diverged, diverged_md):
     """``comparison.md`` and ``comparison.json`` of a fused-head comparison: P@k, nDCG@k, PSP@k and
     recall@5 by label group from each model's top 5 (no thresholds, so no F1 and no PR curves)."""
-    from fusedfocal.cli.stages import fused
-
     groups, rule = ev.resolve_groups(facts.groups, prep.pipeline.label_vocab.counts)
     counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}
     group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
                   f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
     seeds = list(facts.seeds)
-    select = fused.resolve_select(facts.select, "fused")
+    select = facts.select
     seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if facts.seeded else f"seed {seeds[0]}")
     title = (f"Loss comparison: {facts.model} model with the fused head, at most {facts.epochs} epoch(s) (kept: the "
              f"best by validation {select}, patience {facts.patience}), {seed_text}, trained on "

@@ -61,9 +61,10 @@ def _settings_json(settings):
     return {k: s.as_dict() for k, s in (settings or {}).items()}
 
 
-def write_train_config(run_dir, spec, loss_name, loss_params, pipeline, description, head="dense"):
-    """``config.json`` of a run (version :data:`~fusedfocal.cli.spec.VERSION`): its resolved spec
-    (every stage's config, each value's source), its loss, its pipeline, its data, its head
+def write_train_config(run_dir, stored_spec, settings, loss_name, loss_params, pipeline, description, head="dense"):
+    """``config.json`` of a run (version :data:`~fusedfocal.cli.spec.VERSION`): ``stored_spec``, its
+    resolved spec (:meth:`~fusedfocal.cli.spec.Spec.to_json`: every stage's config, each value's
+    source), its loss, its pipeline, its data, its head
     (``"dense"`` or ``"fused"``, as ``--head`` resolved on this data; ``evaluate`` and ``predict``
     read it) and ``settings``: each chosen setting with its source and why."""
     import dataclasses
@@ -71,19 +72,19 @@ def write_train_config(run_dir, spec, loss_name, loss_params, pipeline, descript
     from fusedfocal.cli.spec import VERSION
 
     write_json(Path(run_dir) / CONFIG_FILE, {
-        "fusedfocal_cli": VERSION, "command": "train", "spec": spec.to_json(), "head": head,
-        "settings": _settings_json(spec.settings),
+        "fusedfocal_cli": VERSION, "command": "train", "spec": stored_spec, "head": head,
+        "settings": _settings_json(settings),
         "loss": {"name": loss_name, "params": {k: v for k, (v, _) in loss_params.items()}},
         "pipeline": dataclasses.asdict(pipeline.config), "data": description})
 
 
-def write_compare_config(out, spec):
+def write_compare_config(out, stored_spec, settings):
     """``config.json`` of a comparison: its spec (``--losses``, ``--threshold-mode``, ``--seeds``
     included) and the settings chosen from the data (as in :func:`write_train_config`)."""
     from fusedfocal.cli.spec import VERSION
 
-    write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": VERSION, "command": "compare", "spec": spec.to_json(),
-                                         "settings": _settings_json(spec.settings)})
+    write_json(Path(out) / CONFIG_FILE, {"fusedfocal_cli": VERSION, "command": "compare", "spec": stored_spec,
+                                         "settings": _settings_json(settings)})
 
 
 def save_vocabularies(pipeline, run_dir):
