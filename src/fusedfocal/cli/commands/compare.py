@@ -69,12 +69,13 @@ def cmd_compare(args, *, given=frozenset(), stored=frozenset()):
     seeds = list(args.seeds or [args.seed])
     preps = resolve.prepare_seeds(args, seeds, out)
     prep = preps[seeds[0]]
-    resolve.check_after_data(args, prep)
     if prep.head == "fused" and not args.losses:  # --head auto chose it: its default losses
         specs = parse_loss_specs([fused.DEFAULT_LOSSES])
+    resolve.check_after_data(args, prep, losses=[name for name, p in specs if "gamma" not in p])
     runs = []
     for name, params in specs:  # validate all first
-        tagged = {**shared, **{k: (v, "--losses") for k, v in params.items()}}
+        given = {**shared, **{k: (v, "--losses") for k, v in params.items()}}
+        tagged = resolve.loss_params(args, name) | given
         heads.HEADS[prep.head].check_loss(name, tagged, prep, "--losses")
         runs.append((name, tagged))
     spec = resolve.spec(args, "compare", settings=prep.settings, head=prep.head, given=given, stored=stored)

@@ -59,6 +59,11 @@ def resumed(subparser, argv, args):
     return subparser.parse_args(argv), frozenset(defaults)
 
 
+def data_config_loss(args):
+    """The loss flags of ``args`` (a :class:`~fusedfocal.cli.spec.LossConfig`)."""
+    return specs.Spec.from_flat("", vars(args)).loss
+
+
 def data_config(args):
     """The data stage's config of ``args`` (flags only: nothing of it is chosen from the data)."""
     return specs.Spec.from_flat("", vars(args)).data
@@ -169,11 +174,15 @@ def spec(args, command, *, settings=None, head=None, given=(), stored=()):
     return specs.Spec.from_flat(command, flat, sources=sources, settings=settings)
 
 
-def loss_params(args):
-    """Loss parameters from the dedicated flags and ``--loss-param KEY=VALUE``; ``{param: (value, flag)}``."""
+def loss_params(args, name=None):
+    """Loss parameters from the dedicated flags and ``--loss-param KEY=VALUE``; ``{param: (value, flag)}``,
+    with the command line's defaults of loss ``name`` (default: ``--loss``) where not given
+    (:func:`~fusedfocal.cli.resolve.settings.with_loss_defaults`)."""
     from fusedfocal.cli.stages.lossargs import tagged_params
 
-    return tagged_params(specs.Spec.from_flat("", vars(args)).loss)
+    params = tagged_params(specs.Spec.from_flat("", vars(args)).loss)
+    name = name or getattr(args, "loss", None)
+    return st.with_loss_defaults(name, params) if name else params
 
 
 def check_before_data(args, folder, *, markers, finished, losses, flag, refuse_diverged=False):
@@ -197,11 +206,20 @@ def check_before_data(args, folder, *, markers, finished, losses, flag, refuse_d
     heads.check_head_early(args, folder)
 
 
-def check_after_data(args, prep):
+def check_after_data(args, prep, losses=None):
     """The flags that the resolved head decides: ``--select`` on it, and a fused update (given, or
-    chosen for bfloat16) needs one replica."""
+    chosen for bfloat16) needs one replica. Adds the loss defaults the run uses (``losses``: its
+    loss names, default ``--loss``) to the settings, printed as the settings block prints them."""
     from fusedfocal.cli.stages import fused, runtime
+    from fusedfocal.cli.stages.lossargs import tagged_params
 
+    names = list(losses) if losses is not None else [args.loss]
+    chosen = {k: s for k, s in st.loss_settings(names, tagged_params(data_config_loss(args))).items()
+              if k not in prep.settings}
+    if chosen:
+        prep.settings.update(chosen)
+        for line in st.block(chosen)[1:]:
+            log(line)
     fused.resolve_select(args.select, prep.head)
     if prep.head == "fused":
         heads.check_head_flags(args, "fused", replicas=runtime.make_strategy(args.strategy).num_replicas_in_sync)

@@ -106,7 +106,12 @@ def loss_parameters(name):
 
 
 def loss_label(name, params):
-    vals = {k: v for k, (v, _) in params.items()} if params and isinstance(next(iter(params.values())), tuple) else params
+    """``name(k=v,...)`` of the parameters given (tagged ``{param: (value, flag)}`` or plain); the
+    command line's defaults (flag ``"default"``) are left out, so the label names what was asked."""
+    if params and isinstance(next(iter(params.values())), tuple):
+        vals = {k: v for k, (v, flag) in params.items() if flag != "default"}
+    else:
+        vals = params
     if not vals:
         return name
     return name + "(" + ",".join(f"{k}={v}" for k, v in vals.items()) + ")"
