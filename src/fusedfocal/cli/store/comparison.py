@@ -81,6 +81,21 @@ def _print_table(title, labels_text, eval_text, group_text, table, warnings, leg
     print()
 
 
+def _heading(facts, prep, head_text):
+    """``(groups, rule, index, counts, group_text, seeds, title)``: the label groups (boundaries, the
+    rule, label indices and sizes per group, as text) and the comparison's title."""
+    groups, rule = ev.resolve_groups(facts.groups, prep.pipeline.label_vocab.counts)
+    index = ev.label_groups(prep.pipeline.label_vocab.counts, groups)  # label indices per group
+    counts = {g: len(ix) for g, ix in index.items()}
+    group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
+                  f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
+    seeds = list(facts.seeds)
+    seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if facts.seeded else f"seed {seeds[0]}")
+    title = (f"Loss comparison: {facts.model} model{head_text}, at most {facts.epochs} epoch(s) (kept: the best by "
+             f"validation {facts.select}, patience {facts.patience}), {seed_text}, trained on {prep.description}")
+    return groups, rule, index, counts, group_text, seeds, title
+
+
 def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
     """``comparison.md``, ``comparison.json`` and the plots. ``diverged``: the losses that have no
     result (every seed diverged before an epoch finished); they are listed, not tabulated."""
@@ -90,16 +105,7 @@ def write_comparison(facts, prep, results, out, wall, labels_text, diverged=()):
     if prep.head == "fused":
         return write_fused_comparison(facts, prep, results, out, wall, labels_text, diverged, diverged_md)
     mode = facts.threshold_mode
-    groups, rule = ev.resolve_groups(facts.groups, prep.pipeline.label_vocab.counts)
-    index = ev.label_groups(prep.pipeline.label_vocab.counts, groups)  # label indices per group
-    counts = {g: len(ix) for g, ix in index.items()}
-    group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
-                  f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
-    seeds = list(facts.seeds)
-    select = facts.select
-    seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if facts.seeded else f"seed {seeds[0]}")
-    title = (f"Loss comparison: {facts.model} model, at most {facts.epochs} epoch(s) (kept: the best by validation "
-             f"{select}, patience {facts.patience}), {seed_text}, trained on {prep.description}")
+    groups, rule, index, counts, group_text, seeds, title = _heading(facts, prep, "")
     eval_text = (f"Metrics in % on the {prep.eval_split} split at {MODE_TEXT[mode]}"
                  + (" (no --eval given: the validation split is also the evaluation split, so these numbers "
                     "are optimistic)" if prep.eval_split == "validation" else ""))
@@ -207,16 +213,7 @@ def _print_f1_rows(f1_rows, diverged):
 def write_fused_comparison(facts, prep, results, out, wall, labels_text, diverged, diverged_md):
     """``comparison.md`` and ``comparison.json`` of a fused-head comparison: P@k, nDCG@k, PSP@k and
     recall@5 by label group from each model's top 5 (no thresholds, so no F1 and no PR curves)."""
-    groups, rule = ev.resolve_groups(facts.groups, prep.pipeline.label_vocab.counts)
-    counts = {g: len(ix) for g, ix in ev.label_groups(prep.pipeline.label_vocab.counts, groups).items()}
-    group_text = (f"{rule}: head >= {groups[0]} training docs ({counts['head']} labels), medium {groups[1] + 1}-"
-                  f"{groups[0] - 1} ({counts['medium']}), tail <= {groups[1]} ({counts['tail']})")
-    seeds = list(facts.seeds)
-    select = facts.select
-    seed_text = (f"seeds {','.join(map(str, seeds))} (mean±sd)" if facts.seeded else f"seed {seeds[0]}")
-    title = (f"Loss comparison: {facts.model} model with the fused head, at most {facts.epochs} epoch(s) (kept: the "
-             f"best by validation {select}, patience {facts.patience}), {seed_text}, trained on "
-             f"{prep.description}")
+    groups, rule, _, counts, group_text, seeds, title = _heading(facts, prep, " with the fused head")
     eval_text = (f"Metrics in % on the {prep.eval_split} split from each model's top 5 (PSP: propensities of the "
                  "training label counts)" + (" (no --eval given: the validation split is also the evaluation "
                                               "split)" if prep.eval_split == "validation" else ""))
