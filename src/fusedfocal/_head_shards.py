@@ -39,6 +39,7 @@ from fusedfocal import ops
 from fusedfocal._head_storage import _STORAGE, Bfloat16BitsInitializer, _chunk_sampler, from_storage, to_storage
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import head_update as hu
+from fusedfocal.ops._linear_inputs import check_ids
 from fusedfocal.ops.linear import top_k_logits
 
 
@@ -103,16 +104,7 @@ def check_label_range(labels, num_labels):
         if ids.dtype not in (tf.int32, tf.int64):
             return []
         lo = -1
-    if tf.executing_eagerly():
-        arr = ids.numpy()
-        bad = (arr < lo) | (arr >= num_labels)
-        if bad.any():
-            raise v.invalid("labels", f"label ids in [{lo}, {num_labels}) (the number of labels)",
-                            f"an id {int(arr[bad][0])} out of range", describe=True)
-        return []
-    msg = f"Invalid value for argument `labels`: expected label ids in [{lo}, {num_labels}); found one out of range."
-    return [tf.debugging.assert_greater_equal(ids, tf.cast(lo, ids.dtype), message=msg),
-            tf.debugging.assert_less(ids, tf.cast(num_labels, ids.dtype), message=msg)]
+    return check_ids(ids, num_labels, lo=lo, xla=False, what="label ids")
 
 
 _INIT_BLOCK = 1 << 16  # rows drawn per seed when a float32 shard is initialised

@@ -204,8 +204,9 @@ def check_ids(ids, num_classes, *, lo, xla, what):
     if xla:
         return []
     msg = f"Invalid value for argument `labels`: expected {what} in [{lo}, {num_classes}); found one out of range."
-    return [tf.debugging.assert_greater_equal(ids, lo, message=msg),
-            tf.debugging.assert_less(ids, num_classes, message=msg)]
+    # the bounds in the ids' dtype: int64 ids against a Python int (or an int32 tensor) bound
+    return [tf.debugging.assert_greater_equal(ids, tf.cast(lo, ids.dtype), message=msg),
+            tf.debugging.assert_less(ids, tf.cast(num_classes, ids.dtype), message=msg)]
 
 
 def class_params(alpha, class_weights, logit_offsets, num_classes, cdtype):
