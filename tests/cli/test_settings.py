@@ -204,23 +204,25 @@ def test_training_loss_decrease_does_not_depend_on_the_label_count(tmp_path, mod
 
 
 def test_focal_gamma_is_the_command_lines_default_and_recorded_as_such():
-    """Focal's gamma on the command line is 0.5 (issue 28: the one value at or above BCE on both
-    measured corpora), given to the loss as if by its flag and tagged "default": the label (and so
-    the run folder's name) keeps "focal", metrics.json's loss_params records the value, and a
-    given --gamma (or --losses focal:gamma=G) wins."""
+    """Focal's gamma on the command line's dense head is 0.5 (issue 28: the one value at or above BCE
+    on both measured corpora; the fused head keeps 2, which ranked better there), given to the loss
+    as if by its flag and tagged "default": the label (and so the run folder's name) keeps "focal",
+    metrics.json's loss_params records the value, and a given --gamma (or --losses focal:gamma=G) wins."""
     from fusedfocal.cli import resolve
     from fusedfocal.cli.stages.lossargs import loss_label
 
     parse = build_parser()[0].parse_args
-    params = resolve.loss_params(parse(["train", "--loss", "focal"]))
+    params = resolve.loss_params(parse(["train", "--loss", "focal"]), head="dense")
     assert params == {"gamma": (st.FOCAL_GAMMA, "default")} and st.FOCAL_GAMMA == 0.5
     assert loss_label("focal", params) == "focal"
-    given = resolve.loss_params(parse(["train", "--loss", "focal", "--gamma", "2"]))
+    assert resolve.loss_params(parse(["train", "--loss", "focal"]), head="fused") == {}  # the library's 2
+    given = resolve.loss_params(parse(["train", "--loss", "focal", "--gamma", "2"]), head="dense")
     assert given == {"gamma": (2.0, "--gamma")} and loss_label("focal", given) == "focal(gamma=2.0)"
-    assert resolve.loss_params(parse(["train", "--loss", "bce"])) == {}
-    assert resolve.loss_params(parse(["compare"]), "focal") == {"gamma": (0.5, "default")}
-    assert resolve.loss_params(parse(["compare"]), "cb") == {}  # cb, db, poly keep the library's gamma
-    chosen = st.loss_settings(["bce", "focal"], {})
+    assert resolve.loss_params(parse(["train", "--loss", "bce"]), head="dense") == {}
+    assert resolve.loss_params(parse(["compare"]), "focal", head="dense") == {"gamma": (0.5, "default")}
+    assert resolve.loss_params(parse(["compare"]), "cb", head="dense") == {}  # cb, db, poly keep their gamma
+    chosen = st.loss_settings(["bce", "focal"], {}, "dense")
     assert chosen["focal_gamma"].value == 0.5 and chosen["focal_gamma"].source == "default"
     assert "--gamma 0.5" in "\n".join(st.block(chosen)) and "Reuters" in chosen["focal_gamma"].why
-    assert st.loss_settings(["focal"], {"gamma": (2.0, "--gamma")}) == {} and st.loss_settings(["bce"], {}) == {}
+    assert st.loss_settings(["focal"], {"gamma": (2.0, "--gamma")}, "dense") == {}
+    assert st.loss_settings(["bce"], {}, "dense") == {} and st.loss_settings(["focal"], {}, "fused") == {}

@@ -75,7 +75,7 @@ def cmd_compare(args, *, given=frozenset(), stored=frozenset()):
     runs = []
     for name, params in specs:  # validate all first
         given = {**shared, **{k: (v, "--losses") for k, v in params.items()}}
-        tagged = resolve.loss_params(args, name) | given
+        tagged = resolve.loss_params(args, name, head=prep.head) | given
         heads.HEADS[prep.head].check_loss(name, tagged, prep, "--losses")
         runs.append((name, tagged))
     spec = resolve.spec(args, "compare", settings=prep.settings, head=prep.head, given=given, stored=stored)

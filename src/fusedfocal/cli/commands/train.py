@@ -23,7 +23,6 @@ def cmd_train(args, *, given=frozenset(), stored=frozenset()):
     """The command: resolves ``args`` (``given``: the flags on the command line; ``stored``: those
     ``--resume`` restored) into a spec and trains it."""
     run_dir = Path(args.out)
-    params = resolve.loss_params(args)
     resolve.check_before_data(args, run_dir, markers=rundir.RUN_FILES, finished=rundir.METRICS_FILE,
                               losses=[args.loss], flag="--loss", refuse_diverged=True)
     prep = resolve.prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
@@ -32,6 +31,7 @@ def cmd_train(args, *, given=frozenset(), stored=frozenset()):
 
         prep.settings = st.restored(run_dir)
     resolve.check_after_data(args, prep)
+    params = resolve.loss_params(args, head=prep.head)  # the command line's loss defaults are the head's
     heads.HEADS[prep.head].check_loss(args.loss, params, prep, "--loss")  # validate before anything is written
     spec = resolve.spec(args, "train", settings=prep.settings, head=prep.head, given=given, stored=stored)
     train(spec, prep, params)

@@ -174,15 +174,15 @@ def spec(args, command, *, settings=None, head=None, given=(), stored=()):
     return specs.Spec.from_flat(command, flat, sources=sources, settings=settings)
 
 
-def loss_params(args, name=None):
+def loss_params(args, name=None, *, head=None):
     """Loss parameters from the dedicated flags and ``--loss-param KEY=VALUE``; ``{param: (value, flag)}``,
-    with the command line's defaults of loss ``name`` (default: ``--loss``) where not given
-    (:func:`~fusedfocal.cli.resolve.settings.with_loss_defaults`)."""
+    with the command line's defaults of loss ``name`` (default: ``--loss``) on ``head`` (the resolved
+    head; ``None``: none) where not given (:func:`~fusedfocal.cli.resolve.settings.with_loss_defaults`)."""
     from fusedfocal.cli.stages.lossargs import tagged_params
 
     params = tagged_params(specs.Spec.from_flat("", vars(args)).loss)
     name = name or getattr(args, "loss", None)
-    return st.with_loss_defaults(name, params) if name else params
+    return st.with_loss_defaults(name, params, head) if name and head else params
 
 
 def check_before_data(args, folder, *, markers, finished, losses, flag, refuse_diverged=False):
@@ -214,7 +214,7 @@ def check_after_data(args, prep, losses=None):
     from fusedfocal.cli.stages.lossargs import tagged_params
 
     names = list(losses) if losses is not None else [args.loss]
-    chosen = {k: s for k, s in st.loss_settings(names, tagged_params(data_config_loss(args))).items()
+    chosen = {k: s for k, s in st.loss_settings(names, tagged_params(data_config_loss(args)), prep.head).items()
               if k not in prep.settings}
     if chosen:
         prep.settings.update(chosen)
