@@ -23,10 +23,10 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def _peak_rss(pid="self"):
@@ -60,18 +60,11 @@ def _socket_bytes(pids):
     return total
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _start_workers(n):
-    workers = [f"localhost:{p}" for p in _free_ports(n)]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _testing import free_ports  # the tests' helper
+
+    workers = [f"localhost:{p}" for p in free_ports(n)]
     procs = []
     for i in range(n):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", TF_CONFIG=json.dumps(

@@ -6,11 +6,27 @@ would shadow ``from conftest import ...``.
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import tensorflow as tf
 
 MODES = ("eager", "function", "xla")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def free_ports(n: int, host: str = "localhost") -> list[int]:
+    """``n`` distinct TCP ports free on ``host`` now (bound together, then released): the ports of
+    worker processes a test starts on loopback. Another process may take one before the worker
+    binds it; rare enough for tests."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def compile_for(mode: str, fn):

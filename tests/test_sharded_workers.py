@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _testing import free_ports
 
 import fusedfocal
 from fusedfocal import distributed
@@ -89,16 +89,6 @@ _CHIEF = textwrap.dedent(
 )
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _env(workers, task, index):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")]))
     env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": task, "index": index}})
@@ -107,7 +97,7 @@ def _env(workers, task, index):
 
 @pytest.mark.slow
 def test_two_worker_processes_train_as_one_and_a_killed_worker_is_named(tmp_path):
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    workers = [f"localhost:{p}" for p in free_ports(2)]
     procs = [subprocess.Popen([sys.executable, "-m", "fusedfocal.distributed"], env=_env(workers, "worker", i),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
     try:

@@ -35,9 +35,15 @@ import time
 
 import tensorflow as tf
 
-__all__ = ["WorkerLostError", "Watchdog", "cluster_from_env", "connect", "guard", "serve", "worker_devices"]
+__all__ = ["WorkerLostError", "Watchdog", "cluster_from_env", "connect", "connected", "guard", "serve",
+           "worker_devices"]
 
 EXIT_WORKER_LOST = 75  # EX_TEMPFAIL: the run can be resumed from its last checkpoint
+RESUME_HINT = "Restart the worker and resume from the last checkpoint (--resume)."
+_CONNECTED: list = []  # the workers this process connected to (connect)
+# The chief's job: TensorFlow's own local job name, so that what the chief created before it
+# connected (a tf.data pipeline's tables, variables) keeps its device names and stays usable.
+CHIEF_JOB = "localhost"
 
 
 class WorkerLostError(RuntimeError):
@@ -61,8 +67,25 @@ def cluster_from_env(tf_config=None):
     return list(workers), task.get("type", "chief"), int(task.get("index", 0))
 
 
+def _cluster_spec(tf_config, workers):
+    """The cluster of the workers, with the chief's address where ``TF_CONFIG`` lists one
+    (``"chief": ["host:port"]``) as job :data:`CHIEF_JOB`: the workers send the chief the tensors
+    its steps read from them, so across machines they must know where it listens. Without it the
+    chief picks a port on ``localhost`` (enough on one machine)."""
+    raw = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    try:
+        chief = (json.loads(raw) if isinstance(raw, str) else dict(raw or {})).get("cluster", {}).get("chief")
+    except (TypeError, ValueError, AttributeError):
+        chief = None
+    jobs = {"worker": list(workers)}
+    if isinstance(chief, list) and len(chief) == 1 and isinstance(chief[0], str) and ":" in chief[0]:
+        jobs[CHIEF_JOB] = list(chief)
+    return tf.train.ClusterSpec(jobs)
+
+
 def serve(tf_config=None):
-    """Runs this process as worker ``task.index`` of ``TF_CONFIG`` until it is killed."""
+    """Runs this process as worker ``task.index`` of ``TF_CONFIG`` until it is stopped (a signal;
+    Ctrl-C ends it with ``KeyboardInterrupt``)."""
     workers, task_type, index = cluster_from_env(tf_config)
     if task_type != "worker":
         raise ValueError(f"Invalid value for argument `TF_CONFIG`. Expected task type 'worker' for a worker "
@@ -70,10 +93,11 @@ def serve(tf_config=None):
     from fusedfocal.ops import native
 
     native.load()  # the chief's steps may use the fused op's kernels: register them here too
-    server = tf.distribute.Server(tf.train.ClusterSpec({"worker": workers}), job_name="worker", task_index=index,
+    server = tf.distribute.Server(_cluster_spec(tf_config, workers), job_name="worker", task_index=index,
                                   protocol="grpc", start=True)
     print(f"fusedfocal worker {index} serving at {workers[index]}", flush=True)
-    server.join()
+    while True:  # not server.join(): a Python wait, so that Ctrl-C reaches this process
+        time.sleep(3600)
 
 
 def _reachable(address, timeout):
@@ -88,8 +112,11 @@ def _reachable(address, timeout):
 def connect(tf_config=None, *, timeout=60.0):
     """Connects this (chief) process to the workers of ``TF_CONFIG``, waiting up to ``timeout``
     seconds for each to listen; returns :func:`worker_devices`. A worker that never answers raises
-    :class:`WorkerLostError` naming it."""
+    :class:`WorkerLostError` naming it. Connected once: a second call with the same workers only
+    returns their devices (connecting again would drop the variables already placed on them)."""
     workers, _, _ = cluster_from_env(tf_config)
+    if _CONNECTED == workers:
+        return worker_devices(len(workers))
     deadline = time.monotonic() + timeout
     for i, address in enumerate(workers):
         while not _reachable(address, 1.0):
@@ -97,8 +124,14 @@ def connect(tf_config=None, *, timeout=60.0):
                 raise WorkerLostError(f"worker {i} ({address}) is not listening after {timeout:.0f} s: start it "
                                       "with `python -m fusedfocal.distributed` and its TF_CONFIG")
             time.sleep(0.2)
-    tf.config.experimental_connect_to_cluster(tf.train.ClusterSpec({"worker": workers}), job_name="chief")
+    tf.config.experimental_connect_to_cluster(_cluster_spec(tf_config, workers), job_name=CHIEF_JOB)
+    _CONNECTED[:] = workers
     return worker_devices(len(workers))
+
+
+def connected():
+    """The addresses of the workers this process is connected to (:func:`connect`); ``[]`` if none."""
+    return list(_CONNECTED)
 
 
 def worker_devices(num_workers=None):
@@ -118,10 +151,12 @@ def worker_devices(num_workers=None):
 class Watchdog:
     """Probes every worker's port every ``interval`` seconds from a daemon thread. When one stops
     answering, ``lost`` holds its ``(index, address)``; a process still running ``grace`` seconds
-    later (a step blocked on the dead worker) prints the message and exits with status 75."""
+    later (a step blocked on the dead worker) prints the message and exits with status 75.
+    ``hint``: what to do next, ending the message; ``program``: the printed message's prefix."""
 
-    def __init__(self, workers, *, interval=1.0, grace=30.0, exit=True):
+    def __init__(self, workers, *, interval=1.0, grace=30.0, exit=True, hint=RESUME_HINT, program="fusedfocal"):
         self.workers, self.interval, self.grace, self.exit = list(workers), interval, grace, exit
+        self.hint, self.program = hint, program
         self.lost = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fusedfocal-watchdog", daemon=True)
@@ -140,8 +175,7 @@ class Watchdog:
         if self.lost is None:
             return None
         i, address = self.lost
-        return (f"worker {i} ({address}) stopped: the label shard it held is gone. Restart the worker and resume "
-                "from the last checkpoint (--resume).")
+        return f"worker {i} ({address}) stopped: the label shard it held is gone. {self.hint}"
 
     def _run(self):
         while not self._stop.wait(self.interval):
@@ -154,7 +188,7 @@ class Watchdog:
         if self.lost is None or not self.exit:
             return
         if not self._stop.wait(self.grace):
-            print(f"fusedfocal: {self.message()} (the step did not return within {self.grace:.0f} s; exiting)",
+            print(f"{self.program}: {self.message()} (the step did not return within {self.grace:.0f} s; exiting)",
                   file=sys.stderr, flush=True)
             os._exit(EXIT_WORKER_LOST)
 

@@ -70,7 +70,11 @@ def _dispatch(args, argv, sub):
         _configure_logical_cpus()
         if command in ("train", "compare"):
             from fusedfocal.cli import resolve
+            from fusedfocal.cli.commands.train import serve_label_shard
 
+            served = serve_label_shard(args, command)  # a worker holding a label shard: serves, no run
+            if served is not None:
+                return served
             given, stored = resolve.given_flags(sub, argv[1:]), frozenset()
             if args.resume:  # the stored spec becomes the defaults; flags given now override it
                 args, stored = resolve.resumed(sub, argv[1:], args)

@@ -9,6 +9,8 @@ Exit statuses (``docs/cli.md``, "Reliability"):
 * ``3``: the training loss became non-finite (:class:`Diverged`);
 * ``4``: a file of the run could not be written (:class:`WriteFailed`: disk full, quota, read-only
   file system, permission);
+* ``75``: a worker process holding a label shard stopped (:class:`WorkerLost`, ``--label-shards``
+  over ``TF_CONFIG``'s workers: restart the workers, then the same command with ``--resume``);
 * ``128 + N``: stopped by signal ``N`` after a checkpoint (:class:`Interrupted`; 143 for SIGTERM,
   130 for SIGINT).
 """
@@ -18,12 +20,13 @@ from __future__ import annotations
 import errno as _errno
 import sys
 
-__all__ = ["CLIError", "RunEnded", "Diverged", "WriteFailed", "Interrupted", "EXIT_USAGE", "EXIT_DIVERGED",
-           "EXIT_WRITE_ERROR", "log"]
+__all__ = ["CLIError", "RunEnded", "Diverged", "WriteFailed", "Interrupted", "WorkerLost", "EXIT_USAGE",
+           "EXIT_DIVERGED", "EXIT_WRITE_ERROR", "EXIT_WORKER_LOST", "log"]
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_WRITE_ERROR = 4
+EXIT_WORKER_LOST = 75  # EX_TEMPFAIL, as fusedfocal.distributed's: resumable once the workers are back
 
 
 class CLIError(Exception):
@@ -80,6 +83,13 @@ class Interrupted(RunEnded):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + int(signum)
+
+
+class WorkerLost(RunEnded):
+    """A worker process holding a label shard stopped (or never answered): the message names it
+    (index and address) and says how to resume; exit status 75."""
+
+    exit_code = EXIT_WORKER_LOST
 
 
 # errno values that mean "this file system will not take the file" (a clear message, exit 4)

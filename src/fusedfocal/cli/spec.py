@@ -136,13 +136,25 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Process-wide runtime: the ``tf.distribute`` strategy, precision, XLA, determinism, seeds."""
+    """Process-wide runtime: the ``tf.distribute`` strategy, precision, XLA, determinism, seeds.
+
+    ``label_shard_workers``: not a flag; the resolver's reading of ``--strategy multiworker`` with
+    ``--label-shards S``: ``TF_CONFIG``'s worker addresses, one label shard on each, this process
+    their chief (``None`` otherwise). The chief's training loop then runs under the default
+    strategy (:attr:`loop_strategy`): the head is split over the workers, not replicated."""
 
     strategy: str = "default"
     mixed_precision: str = "off"
     jit_compile: str = "auto"
     deterministic: bool = False
     seed: int = 0
+    label_shard_workers: tuple | None = None
+
+    @property
+    def loop_strategy(self):
+        """The ``tf.distribute`` strategy the training loop runs under: ``--strategy``'s, but
+        ``"default"`` where the label shards live on worker processes."""
+        return "default" if self.label_shard_workers else self.strategy
 
 
 @dataclass(frozen=True)

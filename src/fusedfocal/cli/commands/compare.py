@@ -13,7 +13,7 @@ from pathlib import Path
 from fusedfocal.cli import resolve
 from fusedfocal.cli.commands.one_run import run_one
 from fusedfocal.cli.errors import CLIError, RunEnded, log
-from fusedfocal.cli.stages import fused, heads, load, stops
+from fusedfocal.cli.stages import fused, heads, load, runtime, stops
 from fusedfocal.cli.stages.lossargs import loss_label, parse_value
 from fusedfocal.cli.store import comparison, report, rundir
 
@@ -65,6 +65,7 @@ def cmd_compare(args, *, given=frozenset(), stored=frozenset()):
     out = Path(args.out)
     resolve.check_before_data(args, out, markers=rundir.COMPARE_FILES, finished=rundir.COMPARISON_JSON,
                               losses=[name for name, _ in specs], flag="--losses")
+    runtime.connect_label_shard_workers(args.label_shard_workers)  # the label shards' workers, before the data
     t_start = time.time()
     seeds = list(args.seeds or [args.seed])
     preps = resolve.prepare_seeds(args, seeds, out)

@@ -31,12 +31,15 @@ def settings_record(spec, prep, *, replicas, jit_compile):
     if prep.head == "fused":
         from fusedfocal.cli.stages.fused import K
 
-        return {"model": m.model, "head": "fused", "top_k": K, "epochs": o.epochs, "batch_size": o.batch_size,
-                "optimizer": o.optimizer, "learning_rate": o.learning_rate, "weight_decay": o.weight_decay,
-                "head_optimizer": h.head_optimizer or "shared", "head_dtype": h.head_dtype or "float32",
-                "head_learning_rate": h.head_learning_rate, "label_shards": h.label_shards, **tail,
-                "strategy": rt.strategy, "replicas": replicas, "mixed_precision": rt.mixed_precision,
-                "jit_compile": jit_compile}
+        out = {"model": m.model, "head": "fused", "top_k": K, "epochs": o.epochs, "batch_size": o.batch_size,
+               "optimizer": o.optimizer, "learning_rate": o.learning_rate, "weight_decay": o.weight_decay,
+               "head_optimizer": h.head_optimizer or "shared", "head_dtype": h.head_dtype or "float32",
+               "head_learning_rate": h.head_learning_rate, "label_shards": h.label_shards, **tail,
+               "strategy": rt.strategy, "replicas": replicas, "mixed_precision": rt.mixed_precision,
+               "jit_compile": jit_compile}
+        if rt.label_shard_workers:  # shard s on worker s of TF_CONFIG; this chief trained alone
+            out["label_shard_workers"] = list(rt.label_shard_workers)
+        return out
     return {"model": m.model, "epochs": o.epochs, "batch_size": o.batch_size, "optimizer": o.optimizer,
             "learning_rate": o.learning_rate, "adam_epsilon": o.adam_epsilon, "weight_decay": o.weight_decay, **tail,
             "strategy": rt.strategy, "replicas": replicas, "mixed_precision": rt.mixed_precision,
@@ -46,7 +49,7 @@ def settings_record(spec, prep, *, replicas, jit_compile):
 def _folder(spec, prep, loss_name, loss_params, run_dir, *, resume):
     """The run folder of this process: the chief writes the vocabularies and ``config.json``;
     returns ``(strategy, chief, work_dir, checkpoints)``."""
-    strategy = runtime.make_strategy(spec.runtime.strategy)
+    strategy = runtime.make_strategy(spec.runtime.loop_strategy)
     chief, task_id = runtime.is_chief(strategy)
     work_dir = rundir.work_dir(run_dir, chief, task_id)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -85,15 +88,22 @@ def _build(spec, prep, loss_name, loss_params, strategy, jit, fault_callbacks):
 
 
 def run_one(spec, prep, loss_name, loss_params, run_dir, *, resume=False, title=None):
-    """Trains one model with one loss into ``run_dir``; returns the result dict (scores included)."""
+    """Trains one model with one loss into ``run_dir``; returns the result dict (scores included).
+    With the label shards on worker processes (``--label-shards S --strategy multiworker``; the
+    command connected this chief to them), a worker lost at any moment of the run ends it with
+    :class:`~fusedfocal.cli.errors.WorkerLost` (exit status 75: restart the workers, ``--resume``)."""
     import warnings
 
     import keras
 
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
-    run_dir = Path(run_dir)
     keras.backend.clear_session()
     runtime.setup_runtime(spec.runtime)
+    with runtime.label_shard_workers(spec.runtime, spec.command):
+        return _run(spec, prep, loss_name, loss_params, Path(run_dir), resume=resume, title=title)
+
+
+def _run(spec, prep, loss_name, loss_params, run_dir, *, resume, title):
     strategy, chief, work_dir, checkpoints = _folder(spec, prep, loss_name, loss_params, run_dir, resume=resume)
     head = heads.HEADS[prep.head]
     jit = runtime.use_jit(spec.runtime, spec.model.model, spec.head.label_shards)
@@ -102,10 +112,10 @@ def run_one(spec, prep, loss_name, loss_params, run_dir, *, resume=False, title=
     model = _build(spec, prep, loss_name, loss_params, strategy, jit, fault_callbacks)
     optim, rt = spec.optim, spec.runtime
     at = fit.start(model, checkpoints, work_dir, resume=resume, epochs=optim.epochs)
-    data = fit.batches(prep.pipeline, prep.fit, optim, strategy, rt.strategy)
-    val_ds = head.val_dataset(prep) if rt.strategy == "default" else None
-    if rt.strategy != "default":
-        fit.prepare_distributed(model, strategy, rt.strategy)
+    data = fit.batches(prep.pipeline, prep.fit, optim, strategy, rt.loop_strategy)
+    val_ds = head.val_dataset(prep) if rt.loop_strategy == "default" else None
+    if rt.loop_strategy != "default":
+        fit.prepare_distributed(model, strategy, rt.loop_strategy)
     fit.check_resumed_batches(at, data.steps, checkpoints.restored_steps, optim.batch_size)
     if spec.run.profile:
         from fusedfocal.cli.store import logs
@@ -122,7 +132,7 @@ def run_one(spec, prep, loss_name, loss_params, run_dir, *, resume=False, title=
                "optimizer": optim.optimizer, "mixed_precision": rt.mixed_precision}
     # Signals are handled by this process only under the default strategy: a worker of a
     # multi-worker run that stopped alone would leave the others waiting in a collective.
-    stop = stops.SignalStop() if rt.strategy == "default" else None
+    stop = stops.SignalStop() if rt.loop_strategy == "default" else None
     callbacks = fit.callbacks(context=context, steps=data.steps, at=at, fault_callbacks=fault_callbacks,
                               selector=selector, checkpoints=checkpoints, work_dir=work_dir, stop=stop,
                               profile=spec.run.profile)

@@ -16,7 +16,18 @@ from fusedfocal.cli.stages import heads, runtime, stops
 from fusedfocal.cli.stages.lossargs import loss_label
 from fusedfocal.cli.store import rundir
 
-__all__ = ["cmd_train", "train"]
+__all__ = ["cmd_train", "train", "serve_label_shard"]
+
+
+def serve_label_shard(args, command="train"):
+    """A worker process of ``--label-shards S --strategy multiworker`` (``TF_CONFIG`` task type
+    ``worker``, ``train`` or ``compare``) serves its label shard until it is stopped and returns its
+    exit status; before any data is read or ``--resume`` looks for the run folder (a worker's
+    machine needs neither). Any other process: ``None`` (it runs the command)."""
+    cluster = resolve.label_shard_worker(args)
+    if cluster is None:
+        return None
+    return runtime.serve_label_shard(cluster, deterministic=args.deterministic, command=command)
 
 
 def cmd_train(args, *, given=frozenset(), stored=frozenset()):
@@ -25,6 +36,7 @@ def cmd_train(args, *, given=frozenset(), stored=frozenset()):
     run_dir = Path(args.out)
     resolve.check_before_data(args, run_dir, markers=rundir.RUN_FILES, finished=rundir.METRICS_FILE,
                               losses=[args.loss], flag="--loss", refuse_diverged=True)
+    runtime.connect_label_shard_workers(args.label_shard_workers)  # before the data: see its docstring
     prep = resolve.prepare(args, run_dir if args.resume else None)  # on --resume: checks the label vocabulary
     if args.resume and not prep.settings:
         from fusedfocal.cli.resolve import settings as st
@@ -47,7 +59,7 @@ def train(spec, prep, params):
              f"{prep.pipeline.num_labels} labels ({prep.head} head), {optim.epochs} epoch(s)"
              + (" [resumed]" if run.resume else ""))
     t0 = time.time()
-    chief, task_id = runtime.is_chief(runtime.make_strategy(spec.runtime.strategy))
+    chief, task_id = runtime.is_chief(runtime.make_strategy(spec.runtime.loop_strategy))
     work_dir = rundir.work_dir(run_dir, chief, task_id)
     with rundir.RunLock(work_dir):
         if chief:

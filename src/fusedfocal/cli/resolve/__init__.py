@@ -26,7 +26,7 @@ from fusedfocal.cli.stages import prepare as stage
 from fusedfocal.cli.store import rundir
 
 __all__ = ["given_flags", "resumed", "prepare", "spec", "loss_params", "data_config", "pipeline_config",
-           "check_before_data", "check_after_data", "prepare_seeds"]
+           "check_before_data", "check_after_data", "prepare_seeds", "label_shard_worker"]
 
 _UNSET = object()
 
@@ -188,14 +188,18 @@ def loss_params(args, name=None, *, head=None):
 def check_before_data(args, folder, *, markers, finished, losses, flag, refuse_diverged=False):
     """What is wrong whatever the data, refused before minutes of data preparation: a diverged run
     resumed, a run folder that would be refused, unknown losses (``losses``: names, reported under
-    ``flag``), ``--select`` on the head given, the head flags."""
+    ``flag``), ``--select`` on the head given, the head flags. Resolves where the label shards live
+    (``args.label_shard_workers``: ``TF_CONFIG``'s workers with ``--strategy multiworker``, else
+    ``None``; :func:`~fusedfocal.cli.resolve.heads.label_shard_cluster`) before any strategy exists."""
     from fusedfocal.cli.stages import fused, runtime, stops
     from fusedfocal.cli.stages.lossargs import check_loss_name
 
+    cluster = heads.label_shard_cluster(args)
+    args.label_shard_workers = cluster.workers if cluster is not None else None
     rundir.check_folder(folder)
     if args.resume and refuse_diverged and stops.diverged_info(folder) is not None:
         raise stops.diverged_again(folder)
-    if runtime.is_chief(runtime.make_strategy(args.strategy))[0]:  # only the chief writes (so refuses) the folder
+    if runtime.is_chief(runtime.make_strategy(heads.loop_strategy(args)))[0]:  # only the chief writes the folder
         rundir.precheck(folder, markers, resume=args.resume, overwrite=args.overwrite, finished=finished)
     for name in losses:
         check_loss_name(name, flag)
@@ -222,7 +226,19 @@ def check_after_data(args, prep, losses=None):
             log(line)
     fused.resolve_select(args.select, prep.head)
     if prep.head == "fused":
-        heads.check_head_flags(args, "fused", replicas=runtime.make_strategy(args.strategy).num_replicas_in_sync)
+        heads.check_head_flags(args, "fused",
+                               replicas=runtime.make_strategy(heads.loop_strategy(args)).num_replicas_in_sync)
+
+
+def label_shard_worker(args):
+    """This process's :class:`~fusedfocal.cli.resolve.heads.ShardCluster` when it is a worker that
+    holds a label shard (``--label-shards S --strategy multiworker``, ``TF_CONFIG`` task type
+    ``worker``), checked as the chief checks it (S workers, a fused head, no XLA); else ``None``."""
+    cluster = heads.label_shard_cluster(args)
+    if cluster is None or not cluster.serves:
+        return None
+    heads.check_head_flags(args, "dense" if getattr(args, "head", None) == "dense" else "fused")
+    return cluster
 
 
 def prepare_seeds(args, seeds, folder):

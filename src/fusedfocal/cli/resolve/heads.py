@@ -1,11 +1,91 @@
 """The resolver's checks of the head flags: ``--head-optimizer``, ``--head-dtype``,
-``--head-learning-rate`` and ``--label-shards`` against the head, the strategy and a resumed run."""
+``--head-learning-rate`` and ``--label-shards`` against the head, the strategy and a resumed run;
+and where the label shards live: ``--label-shards S --strategy multiworker`` puts one on each of
+``TF_CONFIG``'s S workers (:func:`label_shard_cluster`), whose chief trains under the default
+strategy (:func:`loop_strategy`)."""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+
 from fusedfocal.cli.errors import CLIError
 
-__all__ = ["check_head_flags", "check_resumed_head", "check_head_early"]
+__all__ = ["check_head_flags", "check_resumed_head", "check_head_early", "ShardCluster", "label_shard_cluster",
+           "loop_strategy", "label_shards_why"]
+
+_TF_CONFIG = ('TF_CONFIG such as {"cluster": {"worker": ["host0:2222", "host1:2222"], "chief": ["host2:2222"]}, '
+              '"task": {"type": "worker", "index": 0}} (task type chief on the chief)')
+
+
+@dataclass(frozen=True)
+class ShardCluster:
+    """``TF_CONFIG`` read for label shards on worker processes: the workers' addresses (shard ``s``
+    on worker ``s``) and this process's task (``"chief"``: it trains; ``"worker"``: it serves a shard)."""
+
+    workers: tuple
+    task_type: str
+    index: int
+
+    @property
+    def serves(self):
+        """Whether this process is a worker (holds shard :attr:`index`, trains nothing)."""
+        return self.task_type == "worker"
+
+
+def label_shard_cluster(args, environ=None):
+    """The :class:`ShardCluster` of ``--label-shards S --strategy multiworker`` (``None`` without
+    them): ``TF_CONFIG`` must name S workers (else a CLIError naming ``--label-shards``) and this
+    process's task, ``chief`` or a worker's index (else naming ``--strategy``)."""
+    shards = getattr(args, "label_shards", None)
+    if getattr(args, "strategy", None) != "multiworker" or not shards:
+        return None
+    raw = (os.environ if environ is None else environ).get("TF_CONFIG")
+    if not raw:
+        raise CLIError("--strategy", f"expected {_TF_CONFIG} with --strategy multiworker --label-shards; received "
+                                     "no TF_CONFIG environment variable")
+    try:
+        cfg = json.loads(raw)
+    except ValueError as e:
+        raise CLIError("--strategy", f"expected {_TF_CONFIG}; received malformed JSON ({e}): {raw[:80]!r}")
+    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
+    task = cfg.get("task") if isinstance(cfg, dict) else None
+    workers = cluster.get("worker") if isinstance(cluster, dict) else None
+    if not isinstance(workers, list) or not workers or not all(isinstance(w, str) and ":" in w for w in workers):
+        raise CLIError("--strategy", f"expected {_TF_CONFIG}: a cluster with the workers' host:port, one label "
+                                     f"shard each; received {raw[:120]!r}")
+    kind, index = (task or {}).get("type"), (task or {}).get("index", 0)
+    if kind not in ("chief", "worker") or not isinstance(index, int) or not 0 <= index < (
+            len(workers) if kind == "worker" else 1):
+        raise CLIError("--strategy", f"expected {_TF_CONFIG}: task type chief (index 0: trains, holds no shard) or "
+                                     f"worker (index 0 to {len(workers) - 1}: holds that label shard); received "
+                                     f"task {task!r}")
+    if shards != len(workers):
+        raise CLIError("--label-shards", f"expected the number of workers in TF_CONFIG ({len(workers)}: one label "
+                                         f"shard on each) with --strategy multiworker; received {shards}")
+    return ShardCluster(tuple(workers), kind, index)
+
+
+def loop_strategy(args):
+    """The strategy the training loop runs under: ``--strategy``'s, but the default one when the
+    label shards live on worker processes (the chief trains alone; the head is split, not replicated).
+    No other code may create ``MultiWorkerMirroredStrategy`` first: it starts a server of its own."""
+    return "default" if label_shard_cluster(args) is not None else args.strategy
+
+
+def label_shards_why(args):
+    """The settings block's reason for ``--label-shards`` (where the shards live, what moves per step)."""
+    shards, batch = args.label_shards, args.batch_size
+    cluster = label_shard_cluster(args)
+    split = f"the head's kernel, bias and slots split by label into {shards} shards"
+    moves = (f"[{batch}, H] features and the label ids and returns their gradient and a scalar, whatever the label "
+             f"count (no XLA)")
+    if cluster is None:
+        return f"{split}, one a device; per step each shard gets the {moves}"
+    where = ", ".join(f"worker {i} {a}" for i, a in enumerate(cluster.workers))
+    return (f"{split}, one on each worker process of TF_CONFIG ({where}); this chief trains the encoder alone (not "
+            f"data-parallel); per step each worker gets the {moves}, over the network")
 
 
 def check_head_flags(args, head, *, replicas=1, why_dense=""):
@@ -52,8 +132,9 @@ def _check_label_shards(args, head, replicas, why_dense):
         raise CLIError("--label-shards", f"expected no --label-shards with the dense head (it splits the fused head's "
                                          f"kernel: --head fused); received {shards} with {why_dense or '--head dense'}")
     if replicas > 1:
-        raise CLIError("--label-shards", f"expected --strategy default with --label-shards (the head is split over "
-                                         f"labels, not replicated); received {replicas} replicas "
+        raise CLIError("--label-shards", f"expected --strategy default (the shards on this process's devices) or "
+                                         f"multiworker (one on each worker of TF_CONFIG) with --label-shards (the "
+                                         f"head is split over labels, not replicated); received {replicas} replicas "
                                          f"(--strategy {getattr(args, 'strategy', '?')})")
     if getattr(args, "jit_compile", "auto") == "on":
         raise CLIError("--jit-compile", "expected auto or off with --label-shards (XLA compiles a step for one "
@@ -86,7 +167,7 @@ def check_head_early(args, folder):
 
     head = getattr(args, "head", None)
     check_head_flags(args, "dense" if head == "dense" else "fused",
-                     replicas=make_strategy(args.strategy).num_replicas_in_sync)
+                     replicas=make_strategy(loop_strategy(args)).num_replicas_in_sync)
     if args.resume and (Path(folder) / rundir.CONFIG_FILE).exists():
         try:
             stored = specs.load(json.loads((Path(folder) / rundir.CONFIG_FILE).read_text())).flat()

@@ -79,10 +79,19 @@ def check_loss(name, flag):
 
 
 def label_shard_devices(shards):
-    """One device per label shard: the GPUs, else ``shards`` logical CPU devices (made here when
-    TensorFlow has not started yet; else the CPUs there are, in turn)."""
+    """One device per label shard: the workers' when this process is the chief of worker processes
+    holding them (connected by :func:`fusedfocal.cli.stages.runtime.label_shard_workers`: shard ``s``
+    on worker ``s``), else the GPUs, else ``shards`` logical CPU devices (made here when TensorFlow
+    has not started yet; else the CPUs there are, in turn)."""
     import tensorflow as tf
 
+    from fusedfocal import distributed
+
+    workers = distributed.connected()
+    if workers:
+        if shards != len(workers):  # the resolver refuses it (--label-shards vs TF_CONFIG) before this
+            raise CLIError("--label-shards", f"expected the {len(workers)} workers of TF_CONFIG; received {shards}")
+        return distributed.worker_devices(shards)
     if not tf.config.list_physical_devices("GPU"):
         cpu = tf.config.list_physical_devices("CPU")[0]
         try:
@@ -95,14 +104,27 @@ def label_shard_devices(shards):
 
 
 def layout_lines(head, batch_size):
-    """How a label-sharded head is laid out, and what crosses devices per step."""
+    """How a label-sharded head is laid out, and what crosses devices (or the network, to worker
+    processes) per step."""
+    from fusedfocal import distributed
+
     hidden = int(head.shards[0].kernel.shape[1])
     per = 2 * batch_size * hidden * 4
-    lines = [f"Label shards: {len(head.shards)} (the fused head's kernel, bias and slots split by label)"]
-    lines += [f"  shard {sh.index}: labels [{sh.start}, {sh.start + sh.size}) on {sh.device}" for sh in head.shards]
-    lines.append(f"  per step and shard: the [{batch_size}, {hidden}] features in and their gradient out "
-                 f"({per / 2**20:.2f} MiB), the batch's label ids, a scalar loss; top-k: [{batch_size}, {head.top_k}] "
-                 f"candidates. Independent of the {head.num_labels} labels")
+    workers = distributed.connected()
+
+    def where(device):
+        task = device.split("/task:")[1].split("/")[0] if "/job:worker/" in device else None
+        if task is None or not task.isdigit() or int(task) >= len(workers):
+            return device
+        return f"worker {task} ({workers[int(task)]}), {device}"
+
+    lines = [f"Label shards: {len(head.shards)} (the fused head's kernel, bias and slots split by label)"
+             + (f" on {len(workers)} worker processes; the encoder trains on this chief alone" if workers else "")]
+    lines += [f"  shard {sh.index}: labels [{sh.start}, {sh.start + sh.size}) on {where(sh.device)}"
+              for sh in head.shards]
+    lines.append(f"  per step and shard{' (over the network)' if workers else ''}: the [{batch_size}, {hidden}] "
+                 f"features in and their gradient out ({per / 2**20:.2f} MiB), the batch's label ids, a scalar loss; "
+                 f"top-k: [{batch_size}, {head.top_k}] candidates. Independent of the {head.num_labels} labels")
     return lines
 
 

@@ -1,15 +1,27 @@
 """The runtime stage: the ``tf.distribute`` strategy (``--strategy``, ``TF_CONFIG``), seeds, op determinism,
-mixed precision and XLA (``--jit-compile``).
+mixed precision and XLA (``--jit-compile``); the worker processes that hold label shards
+(``--label-shards S --strategy multiworker``): :func:`serve_label_shard` on a worker,
+:func:`connect_label_shard_workers` and :func:`label_shard_workers` on their chief.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
-from fusedfocal.cli.errors import CLIError
+from fusedfocal.cli.errors import CLIError, WorkerLost, log
 
-__all__ = ["make_strategy", "check_tf_config", "is_chief", "setup_runtime", "use_jit"]
+__all__ = ["make_strategy", "check_tf_config", "is_chief", "setup_runtime", "use_jit", "serve_label_shard",
+           "connect_label_shard_workers", "label_shard_workers", "WORKER_GRACE_S", "CONNECT_TIMEOUT_S"]
+
+# A step blocked on a dead worker (no error from TensorFlow): the chief exits this long after the
+# watchdog saw the worker's port close (TensorFlow's error usually comes first, in seconds).
+WORKER_GRACE_S = 30.0
+CONNECT_TIMEOUT_S = 60.0  # how long the chief waits for every worker to listen
+RESUME = ("Restart the workers (each with its TF_CONFIG: the same command, or python -m fusedfocal.distributed), "
+          "then run this command again with --resume: the chief's last checkpoint (every epoch) reloads the "
+          "head's shards onto them.")
 
 _STRATEGIES: dict = {}
 
@@ -90,5 +102,70 @@ def use_jit(runtime, model, label_shards=None):
 
     # ngram: tf.unique has no XLA kernel.
     # A label-sharded head (--label-shards) spans devices, and XLA compiles a step for one.
-    return (runtime.strategy == "default" and model not in ("transformer", "ngram") and not runtime.deterministic
+    return (runtime.loop_strategy == "default" and model not in ("transformer", "ngram") and not runtime.deterministic
             and not is_op_determinism_enabled() and not label_shards)
+
+
+def serve_label_shard(cluster, *, deterministic=False, command="train"):
+    """A worker process of ``--label-shards S --strategy multiworker`` (``cluster``: a
+    :class:`~fusedfocal.cli.resolve.heads.ShardCluster`): it serves label shard ``cluster.index``
+    for the chief until it is stopped; it reads no data and writes no run folder."""
+    import tensorflow as tf
+
+    from fusedfocal import distributed
+
+    if deterministic:  # the shard's ops run in this process: the chief's --deterministic holds here too
+        tf.config.experimental.enable_op_determinism()
+    i, n = cluster.index, len(cluster.workers)
+    log(f"fusedfocal {command}: worker {i} of {n} ({cluster.workers[i]}) serves label shard {i} of the chief's "
+        f"fused head (--label-shards {n}); it trains nothing, reads no data and writes no run folder. Stop it "
+        f"(Ctrl-C, SIGTERM) once the chief's run has ended.")
+    try:
+        distributed.serve()
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def connect_label_shard_workers(workers):
+    """The chief of worker processes holding the label shards (``workers``: their addresses, the
+    :class:`~fusedfocal.cli.spec.RuntimeConfig`'s ``label_shard_workers``; ``None``: nothing to
+    do) connects to them, waiting :data:`CONNECT_TIMEOUT_S` for each to listen. Called by the
+    command before the data is read: connecting resets TensorFlow's local resources (a pipeline's
+    lookup tables made before it would be gone). A worker that never answers:
+    :class:`~fusedfocal.cli.errors.WorkerLost` naming it."""
+    if not workers:
+        return
+    from fusedfocal import distributed
+
+    try:
+        distributed.connect(timeout=CONNECT_TIMEOUT_S)
+    except distributed.WorkerLostError as e:  # nothing was written yet: start the workers, then this command again
+        raise WorkerLost(f"{e} (or this command with the worker's TF_CONFIG), then run this command again") from e
+
+
+@contextlib.contextmanager
+def label_shard_workers(runtime, command="train"):
+    """Around a run of the chief whose label shards live on worker processes
+    (``runtime.label_shard_workers``, connected by :func:`connect_label_shard_workers`; else
+    nothing): a worker lost meanwhile (TensorFlow's error, or a port that closed under a blocked
+    step, :data:`WORKER_GRACE_S` later) becomes :class:`~fusedfocal.cli.errors.WorkerLost` naming
+    it, with how to resume. A TensorFlow error while every worker answers and that names none of
+    them is raised as it is (a bug, not a lost worker)."""
+    if not runtime.label_shard_workers:
+        yield
+        return
+    from fusedfocal import distributed
+
+    workers = list(runtime.label_shard_workers)
+    if distributed.connected() != workers:
+        raise RuntimeError(f"not connected to the label-shard workers {workers}: the command connects to them "
+                           "(connect_label_shard_workers) before it reads the data")
+    watchdog = distributed.Watchdog(workers, grace=WORKER_GRACE_S, hint=RESUME, program=f"fusedfocal {command}")
+    try:
+        with distributed.guard(watchdog.start()):
+            yield
+    except distributed.WorkerLostError as e:
+        if watchdog.lost is None and not str(e).startswith("worker ") and e.__cause__ is not None:
+            raise e.__cause__ from None
+        raise WorkerLost(str(e) if RESUME in str(e) else f"{e}. {RESUME}") from e
