@@ -40,6 +40,37 @@ class DenseHead:
         Keras' pass would be a second one (and a traced test step per run)."""
         return None
 
+    def validation_fn(self, prep, predict_scores):
+        """``model -> {val_macro_f1, val_micro_f1, val_loss}``: the selector's scores of an epoch,
+        from one prediction of the validation split (thresholded at its tuned global threshold)."""
+        from fusedfocal.cli.stages import select as sel
+
+        val_y, _ = prep.pipeline.label_vocab.encode(prep.val[1])
+        return lambda m: sel.validation_scores(m, prep.pipeline, prep.val[0], val_y, predict_scores)
+
+    def la_scores_at(self, prep, corr, predict_scores):
+        """``model -> (t -> scores)`` for ``la``'s correction candidates: one prediction an epoch, each
+        candidate ``t`` shifting its logits by ``(tau - t) * logodds``."""
+        import numpy as np
+
+        from fusedfocal.cli.stages import select as sel
+
+        pipe = prep.pipeline
+        val_y, _ = pipe.label_vocab.encode(prep.val[1])
+
+        def scores_at(model):
+            _, logits = predict_scores(model, pipe, prep.val[0], return_logits=True)
+
+            def at(t):
+                import tensorflow as tf
+
+                z = (logits + (corr.tau - t) * corr.logodds).astype(np.float32)
+                scores = tf.math.sigmoid(z).numpy()  # as models.predict_scores
+                return sel.validation_scores(model, pipe, prep.val[0], val_y, lambda *a, **k: (scores, z))
+            return at
+
+        return scores_at
+
     def result(self, prep, model, loss_name, loss_params, records, *, groups, settings, selection, train_seconds):
         """``(result, thresholds, (test_scores, test_y))``: thresholds on validation only; metrics on
         the evaluation split."""
@@ -69,6 +100,15 @@ class FusedHead(DenseHead):
 
     def check_loss(self, loss_name, params, prep, flag):
         fused.head_kwargs(loss_name, params, prep.fit_counts, prep.fit_docs, flag=flag)
+
+    def validation_fn(self, prep, predict_scores):
+        """``model -> {val_p@1, val_p@5, val_ndcg@5}``: top-k on validation (never ``[N, C]`` scores)."""
+        val_ids, _ = fused.label_ids(prep.pipeline.label_vocab, prep.val[1])
+        return lambda m: fused.validation_scores(m, prep.pipeline, prep.val[0], val_ids)
+
+    def la_scores_at(self, prep, corr, predict_scores):
+        """None: ``la``'s candidates shift the head's bias and rank again (posthoc's default)."""
+        return None
 
     def val_dataset(self, prep):
         """The fused head's selector scores top-k only, so Keras gives its val_loss."""

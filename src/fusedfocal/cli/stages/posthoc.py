@@ -125,33 +125,15 @@ def la_correction(loss_name, loss_params, fit_counts, fit_docs, head):
 
 
 def validation_score_fn(prep, loss_name, loss_params, select, predict_scores):
-    """``(score_fn, correction)``: the selector's per-epoch validation scores (top-k on the fused
-    head, thresholded F1 on the dense one) and ``la``'s :class:`LaCorrection` (None for the others)."""
-    from fusedfocal.cli.stages import fused
-    from fusedfocal.cli.stages import select as sel
+    """``(score_fn, correction)``: the selector's per-epoch validation scores (the head's:
+    :meth:`~fusedfocal.cli.stages.heads.DenseHead.validation_fn`) and ``la``'s :class:`LaCorrection`
+    (None for the others), whose candidates the head scores as it can (the dense head shifts its
+    validation logits once predicted; the fused head shifts its bias and ranks again)."""
+    from fusedfocal.cli.stages import heads
 
-    pipe, labels = prep.pipeline, prep.pipeline.label_vocab
-    if prep.head == "fused":  # top-k on validation: P@1, P@5, nDCG@5 (never [N, C] scores)
-        val_ids, _ = fused.label_ids(labels, prep.val[1])
-        fn = lambda m: fused.validation_scores(m, pipe, prep.val[0], val_ids)  # noqa: E731
-    else:
-        val_y, _ = labels.encode(prep.val[1])
-        fn = lambda m: sel.validation_scores(m, pipe, prep.val[0], val_y, predict_scores)  # noqa: E731
+    head = heads.HEADS[prep.head]
+    fn = head.validation_fn(prep, predict_scores)
     corr = la_correction(loss_name, loss_params, prep.fit_counts, prep.fit_docs, prep.head)
     if corr is None:
         return fn, None
-    if prep.head == "fused":
-        return corr.score_fn(fn, select), corr
-
-    def scores_at(model):  # one prediction an epoch; each correction shifts its logits
-        _, logits = predict_scores(model, pipe, prep.val[0], return_logits=True)
-
-        def at(t):
-            import tensorflow as tf
-
-            z = (logits + (corr.tau - t) * corr.logodds).astype(np.float32)
-            scores = tf.math.sigmoid(z).numpy()  # as models.predict_scores
-            return sel.validation_scores(model, pipe, prep.val[0], val_y, lambda *a, **k: (scores, z))
-        return at
-
-    return corr.score_fn(fn, select, scores_at), corr
+    return corr.score_fn(fn, select, head.la_scores_at(prep, corr, predict_scores)), corr
