@@ -14,7 +14,13 @@ On a cluster each machine gets its own ``TF_CONFIG``, e.g. for worker 1 of 2::
     TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]},
                 "task": {"type": "worker", "index": 1}}' python -m fusedfocal.distributed
 
-and the chief the same cluster with ``"task": {"type": "chief", "index": 0}``.
+and the chief the same cluster with ``"task": {"type": "chief", "index": 0}``. Across machines, list
+the chief's address in the cluster too (``"chief": ["host2:2222"]``): the workers send it the tensors
+its steps read. The chief joins the cluster as TensorFlow's local job (:data:`CHIEF_JOB`): tensors,
+variables and datasets it created before :func:`connect` keep working, lookup tables do not
+(measured; connect before building an input pipeline with tables, as the command line does), and
+:func:`connect` connects once. The command line does all of this with ``--label-shards S
+--strategy multiworker`` (``docs/xmc_sharding.md``).
 
 Faults: a worker that dies makes the chief's next (or current) step fail in TensorFlow with an
 ``UnavailableError``; :class:`Watchdog` probes every worker's port from a thread as well, so that a
@@ -42,7 +48,8 @@ EXIT_WORKER_LOST = 75  # EX_TEMPFAIL: the run can be resumed from its last check
 RESUME_HINT = "Restart the worker and resume from the last checkpoint (--resume)."
 _CONNECTED: list = []  # the workers this process connected to (connect)
 # The chief's job: TensorFlow's own local job name, so that what the chief created before it
-# connected (a tf.data pipeline's tables, variables) keeps its device names and stays usable.
+# connected keeps its device names: its tensors, variables and datasets stay usable (measured; under
+# another job name they fail with "unknown device"). Lookup tables are dropped either way.
 CHIEF_JOB = "localhost"
 
 

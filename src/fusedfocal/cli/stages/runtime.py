@@ -131,8 +131,8 @@ def connect_label_shard_workers(workers):
     """The chief of worker processes holding the label shards (``workers``: their addresses, the
     :class:`~fusedfocal.cli.spec.RuntimeConfig`'s ``label_shard_workers``; ``None``: nothing to
     do) connects to them, waiting :data:`CONNECT_TIMEOUT_S` for each to listen. Called by the
-    command before the data is read: connecting resets TensorFlow's local resources (a pipeline's
-    lookup tables made before it would be gone). A worker that never answers:
+    command before the data is read: connecting drops TensorFlow's local lookup tables (the text
+    pipeline's, made before it, would be gone). A worker that never answers:
     :class:`~fusedfocal.cli.errors.WorkerLost` naming it."""
     if not workers:
         return
