@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from _testing import free_ports
 from clitools import FAST, cli, cli_subprocess
 
 pytestmark = pytest.mark.slow
@@ -37,18 +37,8 @@ def test_mirrored_two_logical_cpus_matches_single_device(tiny_data, tmp_path, si
     np.testing.assert_allclose(m["history"]["loss"][0], single_device["history"]["loss"][0], rtol=1e-5)
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_multiworker_two_processes_on_loopback(tiny_data, tmp_path, single_device):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     out = tmp_path / "mw"
     procs = []
