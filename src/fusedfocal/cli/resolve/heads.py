@@ -6,7 +6,6 @@ strategy (:func:`loop_strategy`)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -45,12 +44,9 @@ def label_shard_cluster(args, environ=None):
     if not raw:
         raise CLIError("--strategy", f"expected {_TF_CONFIG} with --strategy multiworker --label-shards; received "
                                      "no TF_CONFIG environment variable")
-    try:
-        cfg = json.loads(raw)
-    except ValueError as e:
-        raise CLIError("--strategy", f"expected {_TF_CONFIG}; received malformed JSON ({e}): {raw[:80]!r}")
-    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
-    task = cfg.get("task") if isinstance(cfg, dict) else None
+    from fusedfocal.cli.stages.runtime import tf_config_parts
+
+    cluster, task = tf_config_parts(raw, f"expected {_TF_CONFIG}")
     workers = cluster.get("worker") if isinstance(cluster, dict) else None
     if not isinstance(workers, list) or not workers or not all(isinstance(w, str) and ":" in w for w in workers):
         raise CLIError("--strategy", f"expected {_TF_CONFIG}: a cluster with the workers' host:port, one label "

@@ -12,7 +12,7 @@ import os
 
 from fusedfocal.cli.errors import CLIError, WorkerLost, log
 
-__all__ = ["make_strategy", "check_tf_config", "is_chief", "setup_runtime", "use_jit", "serve_label_shard",
+__all__ = ["make_strategy", "check_tf_config", "tf_config_parts", "is_chief", "setup_runtime", "use_jit", "serve_label_shard",
            "connect_label_shard_workers", "label_shard_workers", "WORKER_GRACE_S", "CONNECT_TIMEOUT_S"]
 
 # A step blocked on a dead worker (no error from TensorFlow): the chief exits this long after the
@@ -50,16 +50,23 @@ def _new_strategy(name):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def check_tf_config(text):
-    """TF_CONFIG must be JSON with a cluster (a dict of address lists) and a task in it."""
-    expected = ("expected the TF_CONFIG environment variable to be JSON such as "
-                '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}')
+def tf_config_parts(text, expected):
+    """``(cluster, task)`` of the JSON ``text`` of ``TF_CONFIG`` (``None`` where absent); malformed JSON
+    is a CLI error naming ``--strategy`` with ``expected``."""
     try:
         cfg = json.loads(text)
     except ValueError as e:
         raise CLIError("--strategy", f"{expected}; received malformed JSON ({e}): {text[:80]!r}")
-    cluster = cfg.get("cluster") if isinstance(cfg, dict) else None
-    task = cfg.get("task") if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        return None, None
+    return cfg.get("cluster"), cfg.get("task")
+
+
+def check_tf_config(text):
+    """TF_CONFIG must be JSON with a cluster (a dict of address lists) and a task in it."""
+    expected = ("expected the TF_CONFIG environment variable to be JSON such as "
+                '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}')
+    cluster, task = tf_config_parts(text, expected)
     if not isinstance(cluster, dict) or not cluster or not all(
             isinstance(v, list) and all(isinstance(a, str) for a in v) for v in cluster.values()):
         raise CLIError("--strategy", f"{expected}; received TF_CONFIG without a valid 'cluster': {text[:80]!r}")
