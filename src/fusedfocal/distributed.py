@@ -16,7 +16,7 @@ On a cluster each machine gets its own ``TF_CONFIG``, e.g. for worker 1 of 2::
 
 and the chief the same cluster with ``"task": {"type": "chief", "index": 0}``. Across machines, list
 the chief's address in the cluster too (``"chief": ["host2:2222"]``): the workers send it the tensors
-its steps read. The chief joins the cluster as TensorFlow's local job (:data:`CHIEF_JOB`): tensors,
+its steps read. The chief joins the cluster as TensorFlow's local job (``CHIEF_JOB``, ``"localhost"``): tensors,
 variables and datasets it created before :func:`connect` keep working, lookup tables do not
 (measured; connect before building an input pipeline with tables, as the command line does), and
 :func:`connect` connects once. The command line does all of this with ``--label-shards S
@@ -76,7 +76,7 @@ def cluster_from_env(tf_config=None):
 
 def _cluster_spec(tf_config, workers):
     """The cluster of the workers, with the chief's address where ``TF_CONFIG`` lists one
-    (``"chief": ["host:port"]``) as job :data:`CHIEF_JOB`: the workers send the chief the tensors
+    (``"chief": ["host:port"]``) as job ``CHIEF_JOB``: the workers send the chief the tensors
     its steps read from them, so across machines they must know where it listens. Without it the
     chief picks a port on ``localhost`` (enough on one machine)."""
     raw = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
