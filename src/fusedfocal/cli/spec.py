@@ -223,10 +223,6 @@ class Spec:
         return dataclasses.replace(self, **{s: dataclasses.replace(getattr(self, s), seed=seed)
                                             for s in SHARED["seed"]})
 
-    def replace(self, **sections):
-        """``dataclasses.replace`` of whole sections: ``spec.replace(optim=...)``."""
-        return dataclasses.replace(self, **sections)
-
     def to_json(self):
         """``{"command", section: {field: value}, "sources"}``: what ``config.json`` stores as ``"spec"``."""
         out = {"command": self.command}

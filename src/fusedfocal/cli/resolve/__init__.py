@@ -59,11 +59,6 @@ def resumed(subparser, argv, args):
     return subparser.parse_args(argv), frozenset(defaults)
 
 
-def data_config_loss(args):
-    """The loss flags of ``args`` (a :class:`~fusedfocal.cli.spec.LossConfig`)."""
-    return specs.Spec.from_flat("", vars(args)).loss
-
-
 def data_config(args):
     """The data stage's config of ``args`` (flags only: nothing of it is chosen from the data)."""
     return specs.Spec.from_flat("", vars(args)).data
@@ -215,10 +210,9 @@ def check_after_data(args, prep, losses=None):
     chosen for bfloat16) needs one replica. Adds the loss defaults the run uses (``losses``: its
     loss names, default ``--loss``) to the settings, printed as the settings block prints them."""
     from fusedfocal.cli.stages import fused, runtime
-    from fusedfocal.cli.stages.lossargs import tagged_params
 
     names = list(losses) if losses is not None else [args.loss]
-    chosen = {k: s for k, s in st.loss_settings(names, tagged_params(data_config_loss(args)), prep.head).items()
+    chosen = {k: s for k, s in st.loss_settings(names, loss_params(args), prep.head).items()
               if k not in prep.settings}
     if chosen:
         prep.settings.update(chosen)
