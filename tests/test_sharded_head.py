@@ -116,21 +116,22 @@ def test_top_k_ties_go_to_the_lower_id_across_shards(shards):
     assert ties == sorted(ties)
 
 
-def _fit_pair(lib, mod, shards, head_optimizer=None, **head_kw):
+def _fit_pair(lib, mod, shards, head_optimizer=None, encoder_devices=None, batch=B // 2, **head_kw):
     x, kernel, bias, y, vectors = _problem("ragged", seed=2)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(B // 2)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     models, start = [], None
     for s in (None, shards):
         lib.utils.set_random_seed(0)
         encoder = lib.Sequential([lib.Input((H,)), lib.layers.Dense(H, activation="tanh")])
         head = mod.FocalHead(C, label_shards=s, top_k=3, chunk_size=8, alpha=vectors["alpha"], **head_kw)
-        model = mod.FocalHeadModel(encoder, head, head_optimizer=head_optimizer)
+        model = mod.FocalHeadModel(encoder, head, head_optimizer=head_optimizer,
+                                   encoder_devices=None if s is None else encoder_devices)
         model.compile(optimizer=lib.optimizers.SGD(0.5))
         model.predict(x[:2], verbose=0)
         head.set_kernel(kernel)
         start = start or model.encoder.get_weights()
         model.encoder.set_weights(start)
-        model.fit(ds, epochs=1, verbose=0)  # 2 steps
+        model.fit(ds, epochs=1, verbose=0)  # B / batch steps
         models.append(model)
     return models, x
 
@@ -311,3 +312,85 @@ def test_features_reach_each_shard_loop_from_its_own_device(fused):
         assert any(t.op.type == "Identity" for t in feats), [t.op.type for t in feats]  # (and the dx accumulator)
         for t in feats:
             assert t.op.device == loop.device, (t.op.type, t.op.device, loop.device)
+
+
+@pytest.mark.parametrize("name,shards,opt,batch", [
+    ("keras3", 2, None, B // 2),
+    ("keras3", 4, {"optimizer": "adam", "learning_rate": 0.05}, 3),  # blocks of 0 or 1 row
+    ("tf_keras", 2, {"optimizer": "sgd", "learning_rate": 0.5}, B // 2),
+])
+def test_data_parallel_encoder_trains_as_one_device(name, shards, opt, batch):
+    """encoder_devices="shards": each batch's row blocks encoded on the shards' devices, forward and
+    backward; fit equals the unsharded model on one device (rtol 1e-5), predict's ids too."""
+    lib, mod = FLAVOURS[name]
+    (plain, sharded), x = _fit_pair(lib, mod, shards, head_optimizer=opt, encoder_devices="shards", batch=batch)
+    assert sharded.encoder_devices == [sh.device for sh in sharded.head.shards]
+    for a, b in zip(sharded.encoder.get_weights(), plain.encoder.get_weights()):
+        _close(a, b, 1e-5)
+    _close(sharded.head.float_weights()[0], plain.head.float_weights()[0], 1e-5)
+    np.testing.assert_array_equal(sharded.predict(x, verbose=0)["ids"], plain.predict(x, verbose=0)["ids"])
+    np.testing.assert_array_equal(sharded.predict(x[:1], verbose=0)["ids"], plain.predict(x[:1], verbose=0)["ids"])
+    y = tf.ragged.constant([[1, 2]] * B, dtype=tf.int64, inner_shape=())
+    assert sharded.evaluate(x, y, verbose=0) == pytest.approx(plain.evaluate(x, y, verbose=0), rel=1e-5)
+
+
+@pytest.mark.skipif(not LOGICAL, reason="needs 4 logical CPU devices: TensorFlow started before this module")
+def test_data_parallel_encoder_runs_its_backward_on_each_replica_device():
+    """The placer would put a tape's unplaced backward ops on the caller's device: every MatMul of
+    the encoder (forward and its gradients) must be on a replica's device, and the ragged and
+    sparse inputs split by rows."""
+    from fusedfocal import _head_replicas
+
+    encoder = keras.Sequential([keras.Input((H,)), keras.layers.Dense(H, activation="tanh"), keras.layers.Dense(H)])
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")[1:3]]
+    x = tf.constant(np.random.default_rng(0).normal(size=(5, H)), tf.float32)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(_head_replicas.encode(encoder, x, devices, training=True) ** 2)
+        return loss, tape.gradient(loss, encoder.trainable_variables)
+
+    loss, grads = step(x)
+    with tf.GradientTape() as tape:
+        want = tf.reduce_sum(encoder(x) ** 2)
+    for g, w in zip(grads, tape.gradient(want, encoder.trainable_variables)):
+        _close(g, w, 1e-5)
+    matmuls = []
+
+    def walk(g):
+        for op in g.get_operations():
+            if op.type == "MatMul":
+                matmuls.append(op.device)
+        for fn in g._functions.values():
+            if hasattr(fn, "graph"):
+                walk(fn.graph)
+    walk(step.get_concrete_function(x).graph)
+    # 2 replicas x (2 forward + the first layer's kernel gradient + the second's kernel and input gradients)
+    assert len(matmuls) == 2 * 5, matmuls
+    assert {d.split("device:")[-1] for d in matmuls} == {"CPU:1", "CPU:2"}, matmuls
+    ragged = tf.ragged.constant([[1], [2, 3], [], [4, 5, 6], [7]])
+    sparse = tf.sparse.from_dense(tf.constant([[1, 0], [0, 2], [3, 0]]))
+    assert [b.to_list() for b in _head_replicas.split_rows(ragged, 2)] == [[[1], [2, 3]], [[], [4, 5, 6], [7]]]
+    blocks = _head_replicas.split_rows({"s": sparse, "d": tf.range(3)}, 2)
+    assert [tf.sparse.to_dense(b["s"]).numpy().tolist() for b in blocks] == [[[1, 0]], [[0, 2], [3, 0]]]
+    assert [b["d"].numpy().tolist() for b in blocks] == [[0], [1, 2]]
+
+
+def test_encoder_devices_bad_values_name_the_argument(flavour):
+    lib, mod = flavour
+    enc = lib.Sequential([lib.Input((H,)), lib.layers.Dense(H)])
+    for bad in ("gpus", [], [3], "/cpu:0"):
+        with pytest.raises(ValueError, match=r"argument `encoder_devices`.*Received: encoder_devices="):
+            mod.FocalHeadModel(enc, mod.FocalHead(C, label_shards=2), encoder_devices=bad)
+    with pytest.raises(ValueError, match=r"argument `encoder_devices`.*unsharded head"):
+        mod.FocalHeadModel(enc, mod.FocalHead(C), encoder_devices="shards")
+    model = mod.FocalHeadModel(enc, mod.FocalHead(C), encoder_devices=["/cpu:0", "/cpu:0"])
+    model.predict(np.zeros((3, H), "float32"), verbose=0)
+    assert "encoder_devices" not in model.get_config()
+    if LOGICAL:
+        from fusedfocal import _head_replicas
+
+        with pytest.raises(ValueError, match=r"argument `jit_compile`.*encoder_devices="):
+            tf.function(lambda x: _head_replicas.encode(enc, x, ["/cpu:0", "/cpu:1"]), jit_compile=True)(
+                tf.zeros([2, H]))

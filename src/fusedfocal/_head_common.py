@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from fusedfocal import _head_optim, ops
+from fusedfocal import _head_optim, _head_replicas, ops
 from fusedfocal._head_shards import ShardedHeadMixin
 from fusedfocal._head_storage import _STORAGE, Bfloat16BitsInitializer, from_storage, to_storage
 from fusedfocal.ops import _validation as v
@@ -273,19 +273,38 @@ class FocalHeadMixin:
 class HeadModelMixin:
     """The body of ``FocalHeadModel``; mixed in before a Keras ``Model``."""
 
-    def __init__(self, encoder, head, head_optimizer=None, **kwargs):
+    def __init__(self, encoder, head, head_optimizer=None, encoder_devices=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(head, self._head_class):
             raise TypeError(f"Invalid type for argument `head`. Expected a {self._head_class.__module__}."
                             f"FocalHead. Received: {type(head).__name__}")
+        encoder_devices = _head_replicas.check_encoder_devices(encoder_devices, head)
         head_optimizer = _head_optim.resolve(head_optimizer, self._lib)
         if head_optimizer is not None:
             head.set_head_optimizer(head_optimizer)
         self.encoder = encoder
         self.head = head
+        object.__setattr__(self, "_encoder_devices", encoder_devices)  # (not tracked by Keras)
+
+    @property
+    def encoder_devices(self):
+        """The devices the encoder runs on, one row block of each batch each (None: where the
+        model runs); ``"shards"`` resolved to the head's label-shard devices once it is built."""
+        devices = self._encoder_devices
+        if devices == _head_replicas.SHARDS:
+            return [sh.device for sh in self.head.shards] or None
+        return devices
+
+    def _features(self, inputs, training):
+        devices = self.encoder_devices
+        # an encoder that is not built yet is called whole first: its variables are created where
+        # the model runs, not on a replica's device
+        if devices is None or not getattr(self.encoder, "built", False) or not self.encoder.weights:
+            return self.encoder(inputs, training=training)
+        return _head_replicas.encode(self.encoder, inputs, devices, training=bool(training))
 
     def call(self, inputs, training=None):
-        return self.head(self.encoder(inputs, training=training), training=training)
+        return self.head(self._features(inputs, training), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if getattr(self, "loss", None):  # compile(loss=...): Keras would never see the ragged labels
@@ -299,7 +318,7 @@ class HeadModelMixin:
             if self.head.head_optimizer is not None:  # training: the fused update, once a step
                 return self._total_loss(self.head.loss_and_update(features, y), y_pred)
         else:  # evaluation: the head returned the top-k, so run the encoder once more
-            features = self.encoder(x, training=False)
+            features = self._features(x, training=False)
         return self._total_loss(self.head.loss(features, y), y_pred)
 
     def get_config(self):
@@ -398,7 +417,17 @@ MODEL_DOC = """An encoder followed by a :class:`FocalHead`, trained with the hea
         optimizer trains the encoder only. The head's slots and step count
         are weights of the head, so they save, load and resume with the
         model. Not under a distribution strategy with several replicas.
-      **kwargs: Model arguments (``name``).
+      encoder_devices: None (default: the encoder runs where the model
+        runs), ``"shards"`` (the devices of the head's label shards) or a
+        list of device names: the encoder is data-parallel over them, each
+        batch split into that many contiguous row blocks, block ``r``
+        encoded on ``encoder_devices[r]`` (forward and backward), the
+        features concatenated back in order for the head. The encoder's
+        variables stay where they were created and the blocks' gradients
+        are summed, so training equals the one-device encoder's (but for
+        per-block random draws such as dropout's). With a label-sharded
+        head on worker processes (:mod:`fusedfocal.distributed`) this puts
+        the encoder on the workers too. Not stored in the config.
 
     Example:
       >>> import {lib}, {module}
