@@ -1,7 +1,8 @@
 """The label-sharded head across processes (issue 27): two worker processes started from TF_CONFIG
-on loopback hold one label shard each; the chief's fit equals the unsharded run, its checkpoint
-loads with S = 1 and S = 4 in one process, and a worker killed with SIGKILL makes the chief stop
-within a bounded time with a message naming the worker.
+on loopback hold one label shard each and encode half of each batch (``encoder_devices="shards"``);
+their shards draw the same initial kernel as local shards; the chief's fit equals the unsharded run,
+its checkpoint loads with S = 1 and S = 4 in one process, and a worker killed with SIGKILL makes the
+chief stop within a bounded time with a message naming the worker.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ _CHIEF = textwrap.dedent(
     K0 = rng.normal(size=(C, H)).astype("float32") * 0.1
     opt = {"optimizer": "adam", "learning_rate": 0.05}
 
-    def build(shards, devices=None):
+    def build(shards, devices=None, encoder_devices=None):
         keras.utils.set_random_seed(0)
         enc = keras.Sequential([keras.Input((H,)), keras.layers.Dense(H, activation="tanh")])
         head = k3.FocalHead(C, label_shards=shards, devices=devices, top_k=3, chunk_size=64, alpha=0.25)
-        model = k3.FocalHeadModel(enc, head, head_optimizer=opt)
+        model = k3.FocalHeadModel(enc, head, head_optimizer=opt, encoder_devices=encoder_devices)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
         model.predict(x[:2], verbose=0)
         head.set_kernel(K0)
@@ -58,7 +59,18 @@ _CHIEF = textwrap.dedent(
         k3.FocalHead(C, label_shards=3, devices=devs)
     except ValueError as e:
         out["mismatch"] = str(e)
-    remote, plain = build(2, devs), build(None)
+    out["init_equal"] = {}  # a remote shard draws its initial rows as a local one does
+    for dtype in ("float32", "bfloat16"):
+        kernels = []
+        for devices in (devs, None):
+            head = k3.FocalHead(C, label_shards=2, devices=devices, weight_dtype=dtype,
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=3))
+            k3.FocalHeadModel(keras.Sequential([keras.Input((H,))]), head, head_optimizer="sgd")
+            head.build((None, H))
+            kernels.append(np.asarray(head.float_weights()[0], np.float32))
+        out["init_equal"][dtype] = bool(np.array_equal(kernels[0], kernels[1]))
+    remote, plain = build(2, devs, encoder_devices="shards"), build(None)
+    out["encoder_devices"] = remote.encoder_devices
     out["placed"] = [sh.kernel.value.device for sh in remote.head.shards]
     out["loss"] = [remote.fit(ds, epochs=1, verbose=0).history["loss"], plain.fit(ds, epochs=1, verbose=0).history["loss"]]
     k1, k0 = (m.head.float_weights()[0].numpy() for m in (remote, plain))
@@ -114,6 +126,8 @@ def test_two_worker_processes_train_as_one_and_a_killed_worker_is_named(tmp_path
     out = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][len("RESULT"):])
     assert out["placed"] == [f"/job:worker/replica:0/task:{i}/device:CPU:0" for i in range(2)]
     assert "argument `devices`" in out["mismatch"] and "label_shards=3" in out["mismatch"]
+    assert out["init_equal"] == {"float32": True, "bfloat16": True}
+    assert out["encoder_devices"] == out["placed"]  # the encoder data-parallel over the workers
     assert out["loss"][0] == pytest.approx(out["loss"][1], rel=1e-5)
     assert out["kernel_rel"] < 1e-5 and out["encoder_rel"] < 1e-5 and out["ids_equal"]
     assert out["reload_equal"] == {"1": True, "4": True}

@@ -36,7 +36,8 @@ import tensorflow as tf
 
 from fusedfocal import _head_shard_io as io
 from fusedfocal import ops
-from fusedfocal._head_storage import _STORAGE, Bfloat16BitsInitializer, _chunk_sampler, from_storage, to_storage
+from fusedfocal._head_storage import (_STORAGE, Bfloat16BitsInitializer, _chunk_sampler, from_storage,
+                                      placed_concat, to_storage)
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import head_update as hu
 from fusedfocal.ops._linear_inputs import check_ids
@@ -141,8 +142,13 @@ def _kernel_initializer(layer, full_shape, start, index, device):
                 buf = _tfxla.dynamic_update_slice(buf, rows, tf.constant([lo - start, 0]))
             return buf
 
-        def blocks():  # a remote device runs no XLA function here: the blocks, then one concat
-            return tf.concat([part for _, part in _blocks()], axis=0)
+        def blocks():  # a remote device: each block drawn by XLA here, sent, then one concat there
+            sample = tf.function(sampler, jit_compile=True)
+            spans = [(b, max(start, b * _INIT_BLOCK), min(start + size, (b + 1) * _INIT_BLOCK))
+                     for b in range(start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK + 1)]
+            return placed_concat(
+                (lambda b=b, lo=lo, hi=hi: sample(tf.constant([seed, b], tf.int64), _INIT_BLOCK)[
+                    lo - b * _INIT_BLOCK:hi - b * _INIT_BLOCK]) for b, lo, hi in spans)
 
         def _blocks():
             for b in range(start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK + 1):

@@ -75,10 +75,11 @@ class Bfloat16BitsInitializer:
         def bits(i, n):
             return tf.bitcast(tf.cast(sampler(tf.stack([seed, i]), n), tf.bfloat16), tf.uint16)
 
-        if not self.xla:
+        if not self.xla:  # a remote device: the same XLA draws on this host, then sent chunk by chunk
+            draw = tf.function(bits, jit_compile=True)
+            counts = [(i, rows) for i in range(n_full)] + ([(n_full, tail)] if tail else [])
             with tf.init_scope():
-                parts = [bits(tf.constant(i), rows) for i in range(n_full)]
-                return tf.concat(parts + ([bits(tf.constant(n_full), tail)] if tail else []), axis=0)
+                return placed_concat((lambda i=i, n=n: draw(tf.constant(i), n)) for i, n in counts)
 
         @tf.function(jit_compile=True)
         def build():
@@ -94,6 +95,23 @@ class Bfloat16BitsInitializer:
 
         with tf.init_scope():
             return build()
+
+
+HOST = "/job:localhost/replica:0/task:0/device:CPU:0"  # this process's CPU, connected or not
+
+
+def placed_concat(parts):
+    """The concatenation (axis 0), on the current ``tf.device``, of ``parts`` (callables) each run
+    on this process's CPU and sent at once: this process holds one part at a time. For a remote
+    worker, which runs no XLA function from here (``KernelAndDeviceOp does not support
+    EagerFunctionParams``): the same XLA draws as on a local device, so the same initial weights."""
+    placed = []
+    for part in parts:
+        with tf.device(HOST):
+            value = part()
+        placed.append(tf.identity(value))  # under the caller's tf.device: the copy to it
+        del value
+    return tf.concat(placed, axis=0)
 
 
 def to_storage(values, storage):
