@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-LAYERS = {"_version": 0, "ops": 0, "data": 0, "metrics_xmc": 0, "losses": 1, "_registry": 2, "_keras_common": 2, "_head_common": 2, "_head_optim": 2, "_head_storage": 2, "_head_shards": 2, "_head_shard_io": 2,
+LAYERS = {"_version": 0, "ops": 0, "data": 0, "metrics_xmc": 0, "losses": 1, "_registry": 2, "_keras_common": 2, "_head_common": 2, "_head_optim": 2, "_head_storage": 2, "_head_shards": 2, "_head_replicas": 2, "_head_shard_io": 2,
           "keras": 3, "legacy": 3, "profiling": 3, "hub": 3, "distributed": 3, "cli": 4, "__main__": 5}
 
 

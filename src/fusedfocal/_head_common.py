@@ -290,18 +290,10 @@ class HeadModelMixin:
     def encoder_devices(self):
         """The devices the encoder runs on, one row block of each batch each (None: where the
         model runs); ``"shards"`` resolved to the head's label-shard devices once it is built."""
-        devices = self._encoder_devices
-        if devices == _head_replicas.SHARDS:
-            return [sh.device for sh in self.head.shards] or None
-        return devices
+        return _head_replicas.resolve(self._encoder_devices, self.head)
 
     def _features(self, inputs, training):
-        devices = self.encoder_devices
-        # an encoder that is not built yet is called whole first: its variables are created where
-        # the model runs, not on a replica's device
-        if devices is None or not getattr(self.encoder, "built", False) or not self.encoder.weights:
-            return self.encoder(inputs, training=training)
-        return _head_replicas.encode(self.encoder, inputs, devices, training=bool(training))
+        return _head_replicas.features(self.encoder, inputs, self.encoder_devices, training)
 
     def call(self, inputs, training=None):
         return self.head(self._features(inputs, training), training=training)

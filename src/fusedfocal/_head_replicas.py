@@ -47,6 +47,23 @@ def check_encoder_devices(devices, head):
     return list(devices)
 
 
+def resolve(devices, head):
+    """The checked ``encoder_devices`` as device names: ``"shards"`` is the head's shard devices
+    (None before the head is built)."""
+    if devices == SHARDS:
+        return [sh.device for sh in head.shards] or None
+    return devices
+
+
+def features(encoder, inputs, devices, training):
+    """``encoder(inputs)``, data-parallel over ``devices`` (None: called as it is). An encoder not
+    built yet is called whole first: its variables are created where the model runs, not on a
+    replica's device."""
+    if devices is None or not getattr(encoder, "built", False) or not encoder.weights:
+        return encoder(inputs, training=training)
+    return encode(encoder, inputs, devices, training=bool(training))
+
+
 def _check_context(devices):
     if v.in_xla_context() and len(set(devices)) > 1:
         raise ValueError("Invalid value for argument `jit_compile`. Expected False with a FocalHeadModel whose "

@@ -65,11 +65,11 @@ def test_compare_then_evaluate_and_predict_offline(preset, tiny_data, tmp_path, 
 
 
 @pytest.mark.slow
-def test_fused_head_bfloat16_resume_from_the_run_folder(preset, tiny_data, tmp_path, monkeypatch, capsys):
+def test_fused_head_bfloat16_label_shards_resume_from_the_run_folder(preset, tiny_data, tmp_path, monkeypatch, capsys):
     local = shutil.copytree(preset, tmp_path / "copy")
     run = tmp_path / "run"
     argv = ["train", "--encoder", local, "--head", "fused", "--loss", "focal", "--mixed-precision", "bfloat16",
-            "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", run, *QUICK]
+            "--label-shards", "2", "--data", tiny_data["train"], "--eval", tiny_data["test"], "--out", run, *QUICK]
     monkeypatch.setenv(rundir.FAULT_ENV, "checkpoint-1")
     monkeypatch.setenv(rundir.FAULT_ACTION_ENV, "raise")
     with pytest.raises(rundir.InjectedFault):
@@ -80,6 +80,7 @@ def test_fused_head_bfloat16_resume_from_the_run_folder(preset, tiny_data, tmp_p
     assert "Resuming" in capsys.readouterr().err
     metrics = json.loads((run / rundir.METRICS_FILE).read_text())
     assert metrics["head"] == "fused" and metrics["settings"]["mixed_precision"] == "bfloat16"
+    assert metrics["settings"]["label_shards"] == 2 == metrics["settings"]["encoder_replicas"]
     assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
     assert cli("predict", str(run), "some words", "--json") == 0
     assert len(json.loads(capsys.readouterr().out.splitlines()[0])["labels"]) == 5

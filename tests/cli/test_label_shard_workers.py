@@ -1,6 +1,7 @@
 """The CLI's ``--label-shards S --strategy multiworker`` (issue 27): every process runs the same
 command with its own ``TF_CONFIG``; the workers (task type ``worker``) serve one label shard each and
-neither train nor write, the chief trains the encoder and places shard ``s`` on worker ``s``. On
+neither read data nor write, the chief drives each step and places shard ``s`` and the encoder's
+row block ``s`` on worker ``s`` (the encoder data-parallel over the workers). On
 loopback: two workers and a chief train as the in-process ``--label-shards 2`` run; a worker killed
 by SIGKILL after the first checkpoint stops the chief in bounded time with a message naming it
 (exit status 75), and once the worker is restarted ``--resume`` finishes the run as if nothing had
@@ -110,20 +111,12 @@ def _metrics(run):
 
 
 @pytest.mark.slow
-def test_a_chief_and_two_workers_train_as_the_in_process_run(xmc_data, cluster, uninterrupted, tmp_path,
-                                                              monkeypatch):
-    """The run on two worker processes against ``--label-shards 2`` in one process, float for
-    float: the same loss history (rtol 1e-5) and the same P@1. One difference is taken out, and it
-    is the library's, not the command line's: a shard on a remote worker draws its initial kernel
-    rows without XLA (``_head_shards._kernel_initializer``: no XLA function runs on a remote device
-    there), a local shard with XLA, and TensorFlow's stateless RNG gives other numbers under XLA for
-    the same seed (Philox included). Unpatched, the two runs start from different kernels (measured:
-    training loss 12.87 vs 12.90 in epoch 1, test P@1 73.1 vs 73.8). The reference here draws its
-    kernel as a remote shard does; everything else is the in-process path (measured: identical)."""
-    from fusedfocal import _head_shards
-
+def test_a_chief_and_two_workers_train_as_the_in_process_run(xmc_data, cluster, uninterrupted, tmp_path):
+    """The run on two worker processes against ``--label-shards 2`` in one process (shards and
+    encoder blocks on two logical CPUs), float for float: the same loss history (rtol 1e-5) and the
+    same P@1. Both draw the same initial kernel (a remote shard's rows are drawn by the same XLA
+    function on the chief and sent) and split each batch the same way."""
     run, err = uninterrupted
-    monkeypatch.setattr(_head_shards, "_is_remote", lambda device: True)
     ref = tmp_path / "in-process"
     assert cli("train", "--data", xmc_data["train"], "--eval", xmc_data["test"], "--out", ref, *SHARDS,
                *FLAGS) == 0
@@ -137,7 +130,9 @@ def test_a_chief_and_two_workers_train_as_the_in_process_run(xmc_data, cluster, 
     # The settings block and the layout say where the shards are and what moves per step.
     w0, w1 = cluster.workers
     assert f"one on each worker process of TF_CONFIG (worker 0 {w0}, worker 1 {w1})" in err, err
-    assert "this chief trains the encoder alone (not data-parallel)" in err and "over the network" in err
+    assert "the encoder data-parallel over the same 2 workers" in err and "over the network" in err
+    assert "per step and encoder replica: 1/2 of the batch's inputs" in err
+    assert a["settings"]["encoder_replicas"] == 2 == b["settings"]["encoder_replicas"]
     assert f"shard 0: labels [0, 99) on worker 0 ({w0})" in err and f"shard 1: labels [99, 197) on worker 1 ({w1})" in err
     # The workers serve on after the chief's run; they wrote nothing.
     assert all(p.poll() is None for p in cluster.procs)

@@ -47,6 +47,7 @@ def test_two_shards_train_as_one(xmc_data, tmp_path, capsys):
     assert "--label-shards 2" in err and "[flag]" in err and "per step each shard" in err, err
     assert "shard 0: labels [0, 99)" in err and "shard 1: labels [99, 197)" in err, err
     assert "Independent of the 197 labels" in err
+    assert "the encoder data-parallel over the same 2 devices" in err and "per step and encoder replica" in err
     a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
     assert b["settings"]["label_shards"] == 2 and a["settings"]["label_shards"] == 1
     assert b["history"]["loss"] == pytest.approx(a["history"]["loss"], rel=1e-5)

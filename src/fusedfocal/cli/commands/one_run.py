@@ -37,7 +37,9 @@ def settings_record(spec, prep, *, replicas, jit_compile):
                "head_learning_rate": h.head_learning_rate, "label_shards": h.label_shards, **tail,
                "strategy": rt.strategy, "replicas": replicas, "mixed_precision": rt.mixed_precision,
                "jit_compile": jit_compile}
-        if rt.label_shard_workers:  # shard s on worker s of TF_CONFIG; this chief trained alone
+        if h.label_shards is not None:  # the encoder data-parallel over the shards' devices
+            out["encoder_replicas"] = h.label_shards
+        if rt.label_shard_workers:  # shard s (and the encoder's block s) on worker s of TF_CONFIG
             out["label_shard_workers"] = list(rt.label_shard_workers)
         return out
     return {"model": m.model, "epochs": o.epochs, "batch_size": o.batch_size, "optimizer": o.optimizer,

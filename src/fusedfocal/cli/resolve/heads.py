@@ -65,7 +65,8 @@ def label_shard_cluster(args, environ=None):
 
 def loop_strategy(args):
     """The strategy the training loop runs under: ``--strategy``'s, but the default one when the
-    label shards live on worker processes (the chief trains alone; the head is split, not replicated).
+    label shards live on worker processes (the chief drives each step: the encoder is data-parallel
+    over the workers through ``FocalHeadModel(encoder_devices=...)``, the head split, not replicated).
     No other code may create ``MultiWorkerMirroredStrategy`` first: it starts a server of its own."""
     return "default" if label_shard_cluster(args) is not None else args.strategy
 
@@ -77,11 +78,13 @@ def label_shards_why(args):
     split = f"the head's kernel, bias and slots split by label into {shards} shards"
     moves = (f"[{batch}, H] features and the label ids and returns their gradient and a scalar, whatever the label "
              f"count (no XLA)")
+    encoder = f"the encoder data-parallel over the same {shards} " + ("devices" if cluster is None else "workers")
+    encoder += f" (each encodes 1/{shards} of a batch's rows, forward and backward; its weights stay here)"
     if cluster is None:
-        return f"{split}, one a device; per step each shard gets the {moves}"
+        return f"{split}, one a device; {encoder}; per step each shard gets the {moves}"
     where = ", ".join(f"worker {i} {a}" for i, a in enumerate(cluster.workers))
-    return (f"{split}, one on each worker process of TF_CONFIG ({where}); this chief trains the encoder alone (not "
-            f"data-parallel); per step each worker gets the {moves}, over the network")
+    return (f"{split}, one on each worker process of TF_CONFIG ({where}); {encoder}; per step each worker gets the "
+            f"{moves}, over the network")
 
 
 def check_head_flags(args, head, *, replicas=1, why_dense=""):

@@ -168,19 +168,21 @@ def build_model(model_cfg, head_cfg, optim, prep, loss_name, loss_params, *, jit
     kw = fused.head_kwargs(loss_name, loss_params, prep.fit_counts, prep.fit_docs)
     kw["class_weights"] = pipe.num_labels * kw.get("class_weights", np.ones(pipe.num_labels))  # the sum over labels
     encoder = hub.backbone_encoder(backbone, pad_token_id=pad, dropout=model_cfg.dropout, seed=model_cfg.seed)
+    shards = head_cfg.label_shards
     head = fk.FocalHead(pipe.num_labels, top_k=min(fused.K, pipe.num_labels), dtype="float32", name="focal_head",
                         kernel_initializer=keras.initializers.GlorotUniform(seed=model_cfg.seed),
-                        weight_dtype=head_cfg.head_dtype or "float32", **kw)
+                        weight_dtype=head_cfg.head_dtype or "float32", **fused.shard_kwargs(shards, pipe.num_labels),
+                        **kw)
     model = fk.FocalHeadModel(encoder, head, head_optimizer=fused.head_optimizer_config(head_cfg, optim),
-                              name="fusedfocal_encoder_fused")
+                              encoder_devices=None if shards is None else "shards", name="fusedfocal_encoder_fused")
     import tensorflow as tf
 
     dummy = {"token_ids": tf.fill([1, model_cfg.max_length], pad)}
     head(encoder(dummy))
     model(dummy)  # builds every weight (checkpoints load into them)
     if model_cfg.prior_bias:
-        bias = (models.prior_logits(priors) - kw.get("logit_offsets", 0.0)).astype(np.float32)
-        head.bias.assign(bias if head.bias.dtype == "float32" else tf.cast(bias, head.bias.dtype))
+        head.set_bias((models.prior_logits(priors) - kw.get("logit_offsets", 0.0)).astype(np.float32))
+    fused.log_layout(head, optim.batch_size, encoder)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 

@@ -103,9 +103,31 @@ def label_shard_devices(shards):
     return resolve_devices(None, shards)
 
 
-def layout_lines(head, batch_size):
-    """How a label-sharded head is laid out, and what crosses devices (or the network, to worker
-    processes) per step."""
+def shard_kwargs(shards, num_labels):
+    """``FocalHead``'s ``label_shards`` and ``devices`` for ``--label-shards`` (none without it)."""
+    if shards is None:
+        return {}
+    if shards > num_labels:
+        raise CLIError("--label-shards", f"expected at most the {num_labels} labels (each shard holds one or more); "
+                                         f"received {shards}")
+    return {"label_shards": shards, "devices": label_shard_devices(shards)}
+
+
+def log_layout(head, batch_size, encoder):
+    """Logs :func:`layout_lines` for a label-sharded head (nothing for one kernel)."""
+    if head.label_shards is None:
+        return
+    from fusedfocal.cli.errors import log
+
+    for line in layout_lines(head, batch_size, encoder):
+        log(line)
+
+
+def layout_lines(head, batch_size, encoder):
+    """How a label-sharded head (and its data-parallel encoder) is laid out, and what crosses
+    devices (or the network, to worker processes) per step."""
+    import tensorflow as tf
+
     from fusedfocal import distributed
 
     hidden = int(head.shards[0].kernel.shape[1])
@@ -118,13 +140,18 @@ def layout_lines(head, batch_size):
             return device
         return f"worker {task} ({workers[int(task)]}), {device}"
 
+    where_all = f"{len(workers)} worker processes" if workers else "their devices"
     lines = [f"Label shards: {len(head.shards)} (the fused head's kernel, bias and slots split by label)"
-             + (f" on {len(workers)} worker processes; the encoder trains on this chief alone" if workers else "")]
+             + f" on {where_all}; the encoder data-parallel over the same {len(head.shards)}"]
     lines += [f"  shard {sh.index}: labels [{sh.start}, {sh.start + sh.size}) on {where(sh.device)}"
               for sh in head.shards]
     lines.append(f"  per step and shard{' (over the network)' if workers else ''}: the [{batch_size}, {hidden}] "
                  f"features in and their gradient out ({per / 2**20:.2f} MiB), the batch's label ids, a scalar loss; "
                  f"top-k: [{batch_size}, {head.top_k}] candidates. Independent of the {head.num_labels} labels")
+    weights = sum(int(np.prod(w.shape)) * tf.as_dtype(w.dtype).size for w in encoder.trainable_weights)
+    lines.append(f"  per step and encoder replica: 1/{len(head.shards)} of the batch's inputs in, its features "
+                 f"out and their gradient in, and the encoder's weights read in and their gradients out (at most "
+                 f"{weights / 2**20:.2f} MiB each way; an embedding moves only the rows it looks up)")
     return lines
 
 
@@ -233,14 +260,11 @@ def build_model(model_cfg, head_cfg, optim, prep, loss_name, loss_params, optimi
     # --head-optimizer: None (compile's optimizer trains the head) or the fused update's config.
     weight_dtype = head_cfg.head_dtype or "float32"
     shards = head_cfg.label_shards
-    if shards is not None and shards > pipe.num_labels:
-        raise CLIError("--label-shards", f"expected at most the {pipe.num_labels} labels (each shard holds one or "
-                                         f"more); received {shards}")
     head = fk.FocalHead(pipe.num_labels, top_k=min(K, pipe.num_labels), dtype="float32", name="focal_head",
                         kernel_initializer=keras.initializers.GlorotUniform(seed=model_cfg.seed),
-                        weight_dtype=weight_dtype, label_shards=shards,
-                        devices=None if shards is None else label_shard_devices(shards), **kw)
+                        weight_dtype=weight_dtype, **shard_kwargs(shards, pipe.num_labels), **kw)
     model = fk.FocalHeadModel(encoder, head, head_optimizer=head_optimizer_config(head_cfg, optim),
+                              encoder_devices=None if shards is None else "shards",
                               name=f"fusedfocal_{model_cfg.model}_fused")
     dummy = {"token_ids": tf.zeros([1, model_cfg.max_length], tf.int32)}
     if weight_dtype != "float32":
@@ -252,11 +276,7 @@ def build_model(model_cfg, head_cfg, optim, prep, loss_name, loss_params, optimi
         bias = models.prior_logits(prep.fit_counts / max(prep.fit_docs, 1))
         bias = (bias - kw.get("logit_offsets", 0.0)).astype(np.float32)
         head.set_bias(bias)
-    if shards is not None:
-        from fusedfocal.cli.errors import log
-
-        for line in layout_lines(head, optim.batch_size):
-            log(line)
+    log_layout(head, optim.batch_size, encoder)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
