@@ -14,7 +14,7 @@ and with workers the bytes through the loopback interface per step (/proc/net/de
 everything on loopback counts, so it is an upper bound of the step's own traffic) and through the
 workers' own TCP sockets (``ss -tinp``: bytes sent plus received, the step's traffic).
 
-    python benchmarks/sharded_head.py --labels 131072 --workers 2 --steps 6
+    python benchmarks/sharded_head.py --labels 131072 --workers 2 --steps 6 --data-parallel-encoder
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ def main():
     p.add_argument("--label-shards", type=int, default=None)
     p.add_argument("--weight-dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--learning-rate", type=float, default=0.5)
+    p.add_argument("--data-parallel-encoder", action="store_true",
+                   help="encode each batch's row blocks on the shards' devices (FocalHeadModel's "
+                        "encoder_devices='shards'); without it the encoder runs on this process")
     p.add_argument("--reduction", default="mean", choices=["mean", "sum"],
                    help="sum: the loss summed over B x C (a visible fall at 10M labels; use a small rate)")
     args = p.parse_args()
@@ -108,7 +111,7 @@ def run(args, procs):
     import keras
 
     import fusedfocal.keras as k3
-    from fusedfocal import distributed
+    from fusedfocal import _head_replicas, distributed
 
     devices, shards = None, args.label_shards
     if args.workers:
@@ -124,11 +127,12 @@ def run(args, procs):
     head.build((None, args.hidden))
     build_s = time.perf_counter() - t0
     opt = keras.optimizers.SGD(0.01)
+    replicas = [sh.device for sh in head.shards] if args.data_parallel_encoder and shards else None
 
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            loss = head.loss_and_update(encoder(x), y)
+            loss = head.loss_and_update(_head_replicas.features(encoder, x, replicas, True), y)
         grads = tape.gradient(loss, encoder.trainable_variables)
         opt.apply(grads, encoder.trainable_variables)
         return loss
@@ -147,6 +151,7 @@ def run(args, procs):
         print("progress " + json.dumps(progress), file=sys.stderr, flush=True)
     out = {"labels": args.labels, "hidden": args.hidden, "batch": args.batch, "steps": args.steps,
            "workers": args.workers, "label_shards": shards, "weight_dtype": args.weight_dtype,
+           "encoder_replicas": len(replicas) if replicas else 1,
            "build_s": round(build_s, 2), "step_s": round(float(np.mean(times[1:] or times)), 3),
            "first_step_s": round(times[0], 2), "loss": [float(f"{v:.7g}") for v in losses],
            "peak_rss_gib": {"chief" if args.workers else "process": round(_peak_rss() / 2**30, 3)}}
