@@ -36,8 +36,8 @@ import tensorflow as tf
 
 from fusedfocal import _head_shard_io as io
 from fusedfocal import ops
-from fusedfocal._head_storage import (_STORAGE, Bfloat16BitsInitializer, _chunk_sampler, from_storage,
-                                      placed_concat, to_storage)
+from fusedfocal._head_storage import (_STORAGE, Bfloat16BitsInitializer, _chunk_sampler, from_storage, run_xla_on,
+                                      to_storage)
 from fusedfocal.ops import _validation as v
 from fusedfocal.ops import head_update as hu
 from fusedfocal.ops._linear_inputs import check_ids
@@ -111,19 +111,16 @@ def check_label_range(labels, num_labels):
 _INIT_BLOCK = 1 << 16  # rows drawn per seed when a float32 shard is initialised
 
 
-def _is_remote(device):
-    return "/job:" in device and "/job:localhost" not in device
-
-
 def _kernel_initializer(layer, full_shape, start, index, device):
     """The shard's rows drawn with the whole head's distribution (a variance-scaling initializer's
     fans from ``[C, H]``, not from the shard's shape). float32: from seeds of fixed blocks of
     global rows, so that the initial kernel is the same for every ``label_shards`` (not the
     unsharded head's, which Keras draws at once), written block by block into the shard inside one
-    XLA function (the shard and one block in memory); bfloat16: from a shard-salted seed."""
+    XLA function (the shard and one block in memory) run on the shard's device, a remote worker's
+    included (:func:`fusedfocal._head_storage.run_xla_on`); bfloat16: from a shard-salted seed."""
     init, lib = layer.kernel_initializer, layer._lib
     if layer.weight_dtype != "float32":
-        return Bfloat16BitsInitializer(init, lib, fan_shape=full_shape, salt=index, xla=not _is_remote(device))
+        return Bfloat16BitsInitializer(init, lib, fan_shape=full_shape, salt=index, device=device)
     sampler = _chunk_sampler(init, lib, full_shape)
     if sampler is None:
         return init
@@ -134,30 +131,19 @@ def _kernel_initializer(layer, full_shape, start, index, device):
         size, hidden = int(shape[0]), int(shape[1])
 
         @tf.function(jit_compile=True)
-        def fill():
+        def fill(seed_t):  # the seed an argument: a constant one could be folded outside XLA (other numbers)
             from tensorflow.compiler.tf2xla.python import xla as _tfxla
 
             buf = tf.zeros([size, hidden], tf.float32)
-            for lo, rows in _blocks():
-                buf = _tfxla.dynamic_update_slice(buf, rows, tf.constant([lo - start, 0]))
-            return buf
-
-        def blocks():  # a remote device: each block drawn by XLA here, sent, then one concat there
-            sample = tf.function(sampler, jit_compile=True)
-            spans = [(b, max(start, b * _INIT_BLOCK), min(start + size, (b + 1) * _INIT_BLOCK))
-                     for b in range(start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK + 1)]
-            return placed_concat(
-                (lambda b=b, lo=lo, hi=hi: sample(tf.constant([seed, b], tf.int64), _INIT_BLOCK)[
-                    lo - b * _INIT_BLOCK:hi - b * _INIT_BLOCK]) for b, lo, hi in spans)
-
-        def _blocks():
             for b in range(start // _INIT_BLOCK, (start + size - 1) // _INIT_BLOCK + 1):
                 lo, hi = max(start, b * _INIT_BLOCK), min(start + size, (b + 1) * _INIT_BLOCK)
-                rows = sampler(tf.constant([seed, b], tf.int64), _INIT_BLOCK)[lo - b * _INIT_BLOCK:hi - b * _INIT_BLOCK]
-                yield lo, rows
+                rows = sampler(tf.stack([seed_t, tf.constant(b, tf.int64)]), _INIT_BLOCK)
+                buf = _tfxla.dynamic_update_slice(buf, rows[lo - b * _INIT_BLOCK:hi - b * _INIT_BLOCK],
+                                                  tf.constant([lo - start, 0]))
+            return buf
 
         with tf.init_scope():
-            return tf.cast(blocks() if _is_remote(device) else fill(), dtype or "float32")
+            return tf.cast(run_xla_on(fill, device, tf.constant(seed, tf.int64)), dtype or "float32")
     return draw
 
 

@@ -56,10 +56,10 @@ class Bfloat16BitsInitializer:
     kernel); this holds the kernel and one chunk. An initializer it does not know runs once on
     the full shape."""
 
-    def __init__(self, initializer, lib, rows=_INIT_ROWS, fan_shape=None, salt=0, xla=True):
+    def __init__(self, initializer, lib, rows=_INIT_ROWS, fan_shape=None, salt=0, device=None):
         self.initializer, self.lib, self.rows = initializer, lib, rows
         self.fan_shape, self.salt = fan_shape, salt  # a label shard: the whole head's shape, the shard index
-        self.xla = xla  # False on a remote device (no XLA function there): the chunks, then one concat
+        self.device = device  # a label shard's device (a remote worker's: see run_xla_on)
 
     def __call__(self, shape, dtype=None):
         full = tuple(int(d) for d in shape)
@@ -72,17 +72,11 @@ class Bfloat16BitsInitializer:
         rows = min(self.rows, full[0])
         n_full, tail = divmod(full[0], rows)
 
-        def bits(i, n):
-            return tf.bitcast(tf.cast(sampler(tf.stack([seed, i]), n), tf.bfloat16), tf.uint16)
-
-        if not self.xla:  # a remote device: the same XLA draws on this host, then sent chunk by chunk
-            draw = tf.function(bits, jit_compile=True)
-            counts = [(i, rows) for i in range(n_full)] + ([(n_full, tail)] if tail else [])
-            with tf.init_scope():
-                return placed_concat((lambda i=i, n=n: draw(tf.constant(i), n)) for i, n in counts)
-
         @tf.function(jit_compile=True)
-        def build():
+        def build(seed):  # the seed an argument: a constant one could be folded outside XLA (other numbers)
+            def bits(i, n):
+                return tf.bitcast(tf.cast(sampler(tf.stack([seed, i]), n), tf.bfloat16), tf.uint16)
+
             from tensorflow.compiler.tf2xla.python import xla as _tfxla
 
             def body(i, buf):
@@ -94,24 +88,28 @@ class Bfloat16BitsInitializer:
             return buf
 
         with tf.init_scope():
-            return build()
+            return run_xla_on(build, self.device, tf.constant(seed, tf.int32))
 
 
-HOST = "/job:localhost/replica:0/task:0/device:CPU:0"  # this process's CPU, connected or not
+def is_remote(device):
+    """Whether ``device`` names another process's device (a worker of a connected cluster)."""
+    return bool(device) and "/job:" in device and "/job:localhost" not in device
 
 
-def placed_concat(parts):
-    """The concatenation (axis 0), on the current ``tf.device``, of ``parts`` (callables) each run
-    on this process's CPU and sent at once: this process holds one part at a time. For a remote
-    worker, which runs no XLA function from here (``KernelAndDeviceOp does not support
-    EagerFunctionParams``): the same XLA draws as on a local device, so the same initial weights."""
-    placed = []
-    for part in parts:
-        with tf.device(HOST):
-            value = part()
-        placed.append(tf.identity(value))  # under the caller's tf.device: the copy to it
-        del value
-    return tf.concat(placed, axis=0)
+def run_xla_on(fn, device, *args):
+    """``fn(*args)``, an XLA function (``jit_compile=True``; tensor arguments), run on ``device``. A remote
+    worker runs no XLA function called eagerly from this process (``KernelAndDeviceOp does not
+    support EagerFunctionParams``) but runs one called from a plain ``tf.function`` placed on it:
+    the worker draws its own rows with the same XLA numbers as a local device, and only the
+    function travels."""
+    if not is_remote(device):
+        return fn(*args)
+
+    @tf.function
+    def on_worker(*args):
+        with tf.device(device):
+            return fn(*args)
+    return on_worker(*args)
 
 
 def to_storage(values, storage):
