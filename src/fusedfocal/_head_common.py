@@ -288,8 +288,9 @@ class HeadModelMixin:
 
     @property
     def encoder_devices(self):
-        """The devices the encoder runs on, one row block of each batch each (None: where the
-        model runs); ``"shards"`` resolved to the head's label-shard devices once it is built."""
+        """The devices the encoder runs on, one row block of each batch on each, or None where
+        the model runs it; ``"shards"`` is resolved to the head's label-shard devices once the
+        head is built."""
         return _head_replicas.resolve(self._encoder_devices, self.head)
 
     def _features(self, inputs, training):
