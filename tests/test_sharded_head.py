@@ -394,3 +394,6 @@ def test_encoder_devices_bad_values_name_the_argument(flavour):
         with pytest.raises(ValueError, match=r"argument `jit_compile`.*encoder_devices="):
             tf.function(lambda x: _head_replicas.encode(enc, x, ["/cpu:0", "/cpu:1"]), jit_compile=True)(
                 tf.zeros([2, H]))
+        with tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope():
+            with pytest.raises(ValueError, match=r"argument `encoder_devices`.*MirroredStrategy with 2 replicas"):
+                _head_replicas.encode(enc, tf.zeros([2, H]), ["/cpu:0", "/cpu:1"])

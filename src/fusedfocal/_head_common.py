@@ -220,12 +220,9 @@ class FocalHeadMixin:
         if self._head_state is None:
             raise v.invalid("head_optimizer", "a head optimizer (FocalHeadModel(..., head_optimizer=...))",
                             None)
-        strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-        if strategy is not None and strategy.num_replicas_in_sync > 1:
-            raise v.invalid("head_optimizer", "None under a distribution strategy with more than one replica "
-                            "(the fused update changes each replica's copy of the head on its own)",
-                            f"{self.head_optimizer.update.optimizer!r} under {type(strategy).__name__} with "
-                            f"{strategy.num_replicas_in_sync} replicas", describe=True)
+        v.refuse_several_replicas("head_optimizer", "None under a distribution strategy with more than one replica "
+                                  "(the fused update changes each replica's copy of the head on its own)",
+                                  repr(self.head_optimizer.update.optimizer))
         kw = self._loss_vectors()
         lr = self.head_optimizer.current_learning_rate(self._head_state.iterations)
         return hu.linear_focal_loss_update(features, self._head_state, labels, update=self.head_optimizer.update,

@@ -69,12 +69,8 @@ def _check_context(devices):
         raise ValueError("Invalid value for argument `jit_compile`. Expected False with a FocalHeadModel whose "
                          "encoder runs on several devices (XLA compiles a step for one device). Received: "
                          f"jit_compile=True with encoder_devices={list(devices)}")
-    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-    if strategy is not None and strategy.num_replicas_in_sync > 1:
-        raise v.invalid("encoder_devices", "None under a distribution strategy with several replicas (the "
-                        "strategy replicates the encoder already)",
-                        f"{list(devices)} under {type(strategy).__name__} with "
-                        f"{strategy.num_replicas_in_sync} replicas", describe=True)
+    v.refuse_several_replicas("encoder_devices", "None under a distribution strategy with several replicas (the "
+                              "strategy replicates the encoder already)", str(list(devices)))
 
 
 def _rows(value, lo, hi):

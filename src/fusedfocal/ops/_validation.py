@@ -165,6 +165,15 @@ def compute_dtype(dtype: tf.DType) -> tf.DType:
     return tf.float64 if dtype == tf.float64 else tf.float32
 
 
+def refuse_several_replicas(name: str, expected: str, shown: str) -> None:
+    """A ValueError naming ``name`` when called under a ``tf.distribute`` strategy with more than
+    one replica (``shown``: the value, described; the strategy and its replicas are appended)."""
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        raise invalid(name, expected, f"{shown} under {type(strategy).__name__} with "
+                                      f"{strategy.num_replicas_in_sync} replicas", describe=True)
+
+
 def in_xla_context() -> bool:
     """True while tracing inside an XLA-compiled function (``jit_compile=True``)."""
     if tf.executing_eagerly():
