@@ -89,3 +89,40 @@ def test_the_command_line_uses_it_where_the_step_has_no_xla():
     assert type(fused) is FusedAdam and fused.epsilon == pytest.approx(9e-6)
     assert type(opt("--model", "ngram", "--jit-compile", "off")) is keras.optimizers.Adam  # no XLA at all
     assert type(opt("--model", "cnn")) is keras.optimizers.Adam  # an XLA step fuses Keras' Adam itself
+
+
+_ON_ANOTHER_DEVICE = """
+import numpy as np, tensorflow as tf
+tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+                                           [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from fusedfocal.cli.stages.optim import FusedAdam
+rng = np.random.default_rng(2)
+w0 = rng.normal(size=(30, 4)).astype("float32")
+grads = [tf.constant(rng.normal(size=w0.shape).astype("float32")) for _ in range(3)]
+out = []
+for cls in (keras.optimizers.Adam, FusedAdam):
+    with tf.device("/device:CPU:1"):
+        v = keras.Variable(w0)
+    opt = cls(learning_rate=0.01)
+    step = tf.function(lambda g: opt.apply_gradients([(g, v)]))
+    for g in grads:
+        step(g)
+    out.append(v.numpy())
+assert v.value.device.endswith("CPU:1"), v.value.device
+assert all(s.value.device.endswith("CPU:1") for s in opt.variables[2:]), [s.value.device for s in opt.variables]
+np.testing.assert_allclose(out[1], out[0], rtol=1e-5, atol=1e-6)
+print("OK")
+"""
+
+
+def test_a_variable_on_another_device_is_updated_there():
+    """A label shard's kernel on a second (logical) device, trained by compile's optimizer: its slots
+    are created there and the XLA-compiled update runs there (from the caller's device it fails:
+    "Trying to access resource ... located in device CPU:1 from device CPU:0"). A subprocess:
+    logical devices are set before TensorFlow starts."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _ON_ANOTHER_DEVICE], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stderr[-3000:]

@@ -14,7 +14,8 @@ embedding or the n-gram bag's gather) Keras squares the slices before summing re
 second moment takes ``sum(g_i^2)``, not ``(sum g_i)^2``; ``FusedAdam`` does the same (TensorFlow's
 ``ResourceApplyAdam`` would not), and the CLI's measured recipes keep their dynamics.
 
-It falls back to Keras' own update under a ``tf.distribute`` strategy other than the default one,
+Each update runs on its variable's device (a label shard's kernel lives on its own device: XLA
+compiles for one). It falls back to Keras' own update under a ``tf.distribute`` strategy other than the default one,
 with ``amsgrad``, or on another backend; weight decay, gradient clipping, EMA and loss scaling are
 Keras' own steps around the update and are unchanged.
 """
@@ -52,6 +53,18 @@ class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` whose per-variable update is one XLA-compiled function (same
     arguments, same results up to float rounding; see the module docstring)."""
 
+    def add_variable_from_reference(self, reference_variable, *args, **kwargs):
+        """A slot on its variable's device (Keras' colocation does nothing eagerly under the
+        default strategy: a label shard's slots would sit on the default device, where its XLA
+        update cannot reach them, and hold kernel-sized memory there)."""
+        import tensorflow as tf
+
+        device = getattr(_tf_variable(reference_variable), "device", None)
+        if keras.backend.backend() != "tensorflow" or not device:
+            return super().add_variable_from_reference(reference_variable, *args, **kwargs)
+        with tf.device(device):
+            return super().add_variable_from_reference(reference_variable, *args, **kwargs)
+
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
 
@@ -76,5 +89,8 @@ class FusedAdam(keras.optimizers.Adam):
         updates = self.__dict__.setdefault("_fused_updates", {})
         if sparse not in updates:
             updates[sparse] = _update_fn(sparse)
-        updates[sparse](_tf_variable(variable), _tf_variable(m), _tf_variable(v), g, g2, alpha, beta_1, beta_2,
-                     tf.cast(self.epsilon, dtype))
+        # on the variable's device: XLA compiles for one device, and a label shard's kernel lives on
+        # its own (a logical CPU, a GPU, a worker process)
+        with tf.device(_tf_variable(variable).device):
+            updates[sparse](_tf_variable(variable), _tf_variable(m), _tf_variable(v), g, g2, alpha, beta_1, beta_2,
+                            tf.cast(self.epsilon, dtype))
