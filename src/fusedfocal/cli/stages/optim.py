@@ -53,7 +53,7 @@ class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` whose per-variable update is one XLA-compiled function (same
     arguments, same results up to float rounding; see the module docstring)."""
 
-    def add_variable_from_reference(self, reference_variable, *args, **kwargs):
+    def add_variable_from_reference(self, reference_variable, *rest, **kwargs):
         """A slot on its variable's device (Keras' colocation does nothing eagerly under the
         default strategy: a label shard's slots would sit on the default device, where its XLA
         update cannot reach them, and hold kernel-sized memory there)."""
@@ -61,9 +61,9 @@ class FusedAdam(keras.optimizers.Adam):
 
         device = getattr(_tf_variable(reference_variable), "device", None)
         if keras.backend.backend() != "tensorflow" or not device:
-            return super().add_variable_from_reference(reference_variable, *args, **kwargs)
+            return super().add_variable_from_reference(reference_variable, *rest, **kwargs)
         with tf.device(device):
-            return super().add_variable_from_reference(reference_variable, *args, **kwargs)
+            return super().add_variable_from_reference(reference_variable, *rest, **kwargs)
 
     def update_step(self, gradient, variable, learning_rate):
         import tensorflow as tf
