@@ -130,5 +130,5 @@ def encode(encoder, inputs, devices, training=False):
             outs.append(_replica_forward(encoder, block, device, training=True))
         else:
             with tf.device(device):
-                outs.append(tf.identity(encoder(block, training=False)))
+                outs.append(encoder(block, training=False))
     return tf.concat(outs, axis=0)

@@ -74,10 +74,10 @@ class Bfloat16BitsInitializer:
 
         @tf.function(jit_compile=True)
         def build(seed):  # the seed an argument: a constant one could be folded outside XLA (other numbers)
+            from tensorflow.compiler.tf2xla.python import xla as _tfxla
+
             def bits(i, n):
                 return tf.bitcast(tf.cast(sampler(tf.stack([seed, i]), n), tf.bfloat16), tf.uint16)
-
-            from tensorflow.compiler.tf2xla.python import xla as _tfxla
 
             def body(i, buf):
                 return i + 1, _tfxla.dynamic_update_slice(buf, bits(i, rows), tf.stack([i * rows, 0]))
